@@ -1,0 +1,153 @@
+"""Every option and default in one place, as frozen dataclasses.
+
+The CLI builds its flags from these fields (the `help` metadata), the checkpoint stores them
+as JSON, and `validate()` is the one place where a bad value becomes a clear ConfigError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from chargen.errors import ConfigError
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _require(ok: bool, name: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{_flag(name)} must be {rule}, got {value!r}")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+             name, value, "a positive integer")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the network: Embedding -> stateful LSTM layers (+dropout) -> Dense logits."""
+
+    vocab_size: int = _opt(0, "number of distinct tokens (set from the corpus)", cli=False)
+    embed: int = _opt(64, "embedding size")
+    units: tuple[int, ...] = _opt((512, 512), "LSTM units per layer, e.g. 512,256 (or one number with --layers)")
+    dropout: float = _opt(0.0, "dropout after each LSTM layer, in [0, 1)")
+
+    def validate(self) -> "ModelConfig":
+        _positive_int("vocab_size", self.vocab_size)
+        _positive_int("embed", self.embed)
+        _require(isinstance(self.units, tuple) and len(self.units) > 0, "units", self.units,
+                 "a non-empty list of positive integers")
+        for u in self.units:
+            _require(isinstance(u, int) and not isinstance(u, bool) and u > 0, "units", self.units,
+                     "a list of positive integers")
+        _require(isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0,
+                 "dropout", self.dropout, "in [0, 1)")
+        return self
+
+    @property
+    def layers(self) -> int:
+        return len(self.units)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Batches are `batch_size` contiguous streams, `seq_len` characters at a time."""
+
+    epochs: int = _opt(10, "passes over the training text")
+    batch_size: int = _opt(64, "parallel contiguous streams (rows of each batch)")
+    seq_len: int = _opt(128, "characters per stream per step (truncated backprop length)")
+    lr: float = _opt(2e-3, "Adam learning rate")
+    clip: float = _opt(5.0, "clip gradients to this global norm (0 = off)")
+    val_fraction: float = _opt(0.1, "fraction of the text held out at its end for validation, in [0, 0.5]")
+    seed: int | None = _opt(None, "random seed; the same seed gives the same run (default: a random one, recorded)")
+
+    def validate(self) -> "TrainConfig":
+        for name in ("epochs", "batch_size", "seq_len"):
+            _positive_int(name, getattr(self, name))
+        _require(_is_real(self.lr) and self.lr > 0, "lr", self.lr, "a positive number")
+        _require(_is_real(self.clip) and self.clip >= 0, "clip", self.clip, "a number >= 0")
+        _require(_is_real(self.val_fraction) and 0.0 <= self.val_fraction <= 0.5,
+                 "val_fraction", self.val_fraction, "in [0, 0.5]")
+        _require(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**31),
+                 "seed", self.seed, "an integer in [0, 2**31)")
+        return self
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to pick each next character."""
+
+    length: int = _opt(500, "characters to generate")
+    temperature: float = _opt(0.8, "softmax temperature; 0 = always the most likely character")
+    top_k: int = _opt(0, "sample only among the k most likely characters (0 = all)")
+    top_p: float = _opt(1.0, "sample only from the smallest set with this total probability, in (0, 1]")
+    rng_seed: int | None = _opt(None, "random seed for sampling; the same seed gives the same text")
+
+    def validate(self) -> "SampleConfig":
+        _require(isinstance(self.length, int) and self.length >= 0, "length", self.length, "an integer >= 0")
+        _require(_is_real(self.temperature) and self.temperature >= 0, "temperature", self.temperature, ">= 0")
+        _require(isinstance(self.top_k, int) and self.top_k >= 0, "top_k", self.top_k, "an integer >= 0")
+        _require(_is_real(self.top_p) and 0 < self.top_p <= 1, "top_p", self.top_p, "in (0, 1]")
+        _require(self.rng_seed is None or (isinstance(self.rng_seed, int) and self.rng_seed >= 0),
+                 "rng_seed", self.rng_seed, "an integer >= 0")
+        return self
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def from_dict(cls: type, data: Any, where: str) -> Any:
+    """Rebuild a config from checkpoint JSON, refusing unknown keys and wrong types (no code runs)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}")
+    kwargs = {}
+    for name, value in data.items():
+        if name == "units":
+            if not isinstance(value, list):
+                raise ConfigError(f"{where}: 'units' must be a list of integers, got {value!r}")
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        cfg = cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - all keys were checked above
+        raise ConfigError(f"{where}: {e}") from None
+    return cfg.validate()
+
+
+def cli_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields that become CLI flags, in declaration order."""
+    return [f for f in fields(cls) if f.metadata.get("cli", True)]
+
+
+def parse_units(text: str, layers: int | None) -> tuple[int, ...]:
+    """'512,256' -> (512, 256); '512' with layers=3 -> (512, 512, 512)."""
+    try:
+        units = tuple(int(p) for p in str(text).split(","))
+    except ValueError:
+        raise ConfigError(f"--units must be integers separated by commas, e.g. 512,256; got {text!r}") from None
+    if layers is not None:
+        _positive_int("layers", layers)
+        if len(units) == 1:
+            units = units * layers
+        elif len(units) != layers:
+            raise ConfigError(f"--layers {layers} does not match --units {text} ({len(units)} layers); give one of them")
+    return units

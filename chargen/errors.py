@@ -1,0 +1,25 @@
+"""The errors users see. The CLI turns any ChargenError into one line on stderr and exit code 2."""
+
+
+class ChargenError(Exception):
+    """Base class: bad input or a problem the user can fix. Never a bug."""
+
+
+class ConfigError(ChargenError, ValueError):
+    """An option is out of range or of the wrong type."""
+
+
+class CorpusError(ChargenError):
+    """The training text cannot be read or is unusable."""
+
+
+class CheckpointError(ChargenError):
+    """A checkpoint is missing, incomplete, corrupted or of an unknown format."""
+
+
+class StateError(ChargenError, ValueError):
+    """An LSTM state of the wrong layer count, shape, dtype or with NaN/Inf values."""
+
+
+class VocabularyError(ChargenError):
+    """Text contains characters the model's vocabulary does not have."""

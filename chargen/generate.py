@@ -1,0 +1,125 @@
+"""Streaming generation from a checkpoint.
+
+A model trained with batch B cannot take batch 1 (its state variables are (B, units)), so the
+Generator builds a batch-size-1 copy of the network, copies the weights in, and primes its
+state with the whole seed in one call. After that it feeds one character at a time. The
+per-character steps run in numpy on the same weights (see `NumpyLSTM`): at batch 1 a step is
+a few matrix-vector products, and skipping TensorFlow's per-call overhead makes it several
+times faster. Both paths agree to ~1e-6 (tested).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from chargen import checkpoint as ckpt
+from chargen.config import ModelConfig, SampleConfig
+from chargen.errors import ConfigError, VocabularyError
+from chargen.model import State, build_model, check_state, get_state, set_state, state_shapes
+from chargen.sampling import NumpyLSTM, pick
+from chargen.tokenizer import CharTokenizer
+
+
+class Generator:
+    """A batch-size-1 stateful model that continues text. Holds one (h, c) per LSTM layer."""
+
+    def __init__(self, model_config: ModelConfig, weights: list[np.ndarray], tokenizer: CharTokenizer,
+                 source: Path | None = None):
+        self.config, self.tokenizer, self.source = model_config, tokenizer, source
+        self.model = build_model(model_config, batch_size=1, seq_len=None)
+        ckpt.assign_weights(self.model, weights, source or Path("<weights>"))
+        self.stepper = NumpyLSTM.from_keras(self.model)
+        self._state = self.zero_state()
+        self._logits: np.ndarray | None = None  # distribution over the next character, if known
+
+    # ------------------------------------------------------------ state
+
+    def zero_state(self, rows: int = 1) -> State:
+        return [(np.zeros((rows, u), np.float32), np.zeros((rows, u), np.float32)) for u in self.config.units]
+
+    @property
+    def state(self) -> State:
+        """Per layer (h, c), numpy float32 arrays of shape (1, units); a copy."""
+        return [(h.copy(), c.copy()) for h, c in self._state]
+
+    def set_state(self, state: State) -> None:
+        """Replace the state; refuses the wrong layer count, shape, dtype or NaN with a StateError."""
+        self._state = check_state(state, state_shapes(self.config, 1))
+        self._logits = None
+
+    def reset(self) -> None:
+        self._state = self.zero_state()
+        self._logits = None
+
+    # ------------------------------------------------------------ feeding text
+
+    def prime(self, text: str, unknown: str = "error") -> np.ndarray | None:
+        """Run the text through the batch-1 model in one call, from the current state.
+
+        Returns the logits for the character after it (None for an empty text). `unknown`
+        is "error" (default) or "skip" for characters not in the vocabulary.
+        """
+        ids = self._encode(text, unknown)
+        if len(ids) == 0:
+            return self._logits
+        set_state(self.model, self._state)
+        logits = self.model(ids[None, :].astype(np.int32), training=False)
+        self._state = get_state(self.model)
+        self._logits = np.asarray(logits[0, -1], np.float32)
+        return self._logits
+
+    def _encode(self, text: str, unknown: str) -> np.ndarray:
+        if unknown not in ("error", "skip"):
+            raise ConfigError(f"--unknown must be 'error' or 'skip', got {unknown!r}")
+        missing = self.tokenizer.unknown_chars(text)
+        if missing:
+            if unknown == "error":
+                shown = ", ".join(repr(c) for c in missing[:20])
+                raise VocabularyError(f"the seed has characters the model never saw: {shown}; "
+                                      "remove them or pass --unknown skip")
+            text = "".join(ch for ch in text if ch not in set(missing))
+        return self.tokenizer.encode(text).astype(np.int32)
+
+    def next_logits(self) -> np.ndarray:
+        """Logits over the next character. From zero state with nothing primed, a newline is fed first."""
+        if self._logits is None:
+            start = "\n" if "\n" in self.tokenizer.chars else self.tokenizer.chars[0]
+            logits, self._state = self.stepper.step(np.array([self.tokenizer.chars.index(start)]), self._state)
+            self._logits = logits[0]
+        return self._logits
+
+    # ------------------------------------------------------------ generating
+
+    def stream(self, seed: str = "", length: int = 500, temperature: float = 0.8, top_k: int = 0,
+               top_p: float = 1.0, rng_seed: int | None = None, unknown: str = "error") -> Iterator[str]:
+        """Prime with `seed`, then yield `length` characters one at a time as they are generated."""
+        cfg = SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
+        rng = np.random.default_rng(cfg.rng_seed)
+        self.prime(seed, unknown)
+        logits = self.next_logits()
+        for _ in range(cfg.length):
+            idx = pick(logits[None, :], cfg.temperature, cfg.top_k, cfg.top_p, rng)
+            out, self._state = self.stepper.step(idx, self._state)
+            self._logits = logits = out[0]
+            yield self.tokenizer.chars[int(idx[0])]
+
+    def generate(self, seed: str = "", length: int = 500, **kwargs) -> str:
+        return "".join(self.stream(seed, length, **kwargs))
+
+
+def load(checkpoint: str | os.PathLike[str] | None = None, which: str = "best",
+         root: str | os.PathLike[str] = "checkpoints") -> Generator:
+    """A Generator from a run folder, a snapshot folder, or a run name under `root`.
+
+    None picks the most recently written run. `which` is "best" (lowest validation loss)
+    or "last".
+    """
+    if which not in ("best", "last"):
+        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
+    run = ckpt.resolve_run(checkpoint, Path(root))
+    snap = ckpt.read_snapshot(ckpt.snapshot_dir(run, which), with_training=False)
+    return Generator(snap.model, snap.weights, snap.tokenizer, snap.path)

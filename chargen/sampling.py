@@ -1,0 +1,79 @@
+"""The per-character engine of the Generator: an LSTM step in numpy, and choosing a character.
+
+At batch 1 each step reads every weight once to do a few matrix-vector products, so memory
+bandwidth bounds it, not arithmetic; numpy does this with far less per-call overhead than a
+TensorFlow call. The same code steps many rows at once (one per sample) for little extra cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+State = list[tuple[np.ndarray, np.ndarray]]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # tanh form: stable for large |x| and one transcendental call
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+
+
+class NumpyLSTM:
+    """Embedding -> LSTM layers -> Dense, one time step for R rows, using Keras's gate order (i, f, c, o)."""
+
+    def __init__(self, embedding, layers, dense_kernel, dense_bias):
+        first_kernel, first_rec, first_bias = layers[0]
+        # Embedding and the first layer's input projection fold into one table: id -> 4u pre-activations.
+        self.first_table = (embedding @ first_kernel + first_bias).astype(np.float32)
+        self.layers = [(k.astype(np.float32), r.astype(np.float32), b.astype(np.float32)) for k, r, b in layers]
+        self.dense_kernel = dense_kernel.astype(np.float32)
+        self.dense_bias = dense_bias.astype(np.float32)
+
+    @classmethod
+    def from_keras(cls, model) -> "NumpyLSTM":
+        get = {v.path.split("/", 1)[0] + "/" + v.path.rsplit("/", 1)[-1]: v.numpy() for v in model.weights}
+        n = sum(1 for k in get if k.endswith("/recurrent_kernel"))
+        layers = [(get[f"lstm_{i}/kernel"], get[f"lstm_{i}/recurrent_kernel"], get[f"lstm_{i}/bias"]) for i in range(n)]
+        return cls(get["embedding/embeddings"], layers, get["logits/kernel"], get["logits/bias"])
+
+    def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """ids (R,) -> (logits (R, V), new state). Pure: the given state is not modified."""
+        new_state = []
+        x = None
+        for i, ((kernel, rec, bias), (h, c)) in enumerate(zip(self.layers, state)):
+            z = self.first_table[ids] if i == 0 else x @ kernel + bias
+            z = z + h @ rec
+            u = h.shape[1]
+            i_g = _sigmoid(z[:, :u])
+            f_g = _sigmoid(z[:, u:2 * u])
+            g = np.tanh(z[:, 2 * u:3 * u])
+            o_g = _sigmoid(z[:, 3 * u:])
+            c = f_g * c + i_g * g
+            h = o_g * np.tanh(c)
+            new_state.append((h, c))
+            x = h
+        return x @ self.dense_kernel + self.dense_bias, new_state
+
+
+def pick(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> np.ndarray:
+    """One character id per row of logits (R, V): greedy at temperature 0, else sampled."""
+    if temperature == 0:
+        return np.argmax(logits, axis=-1)
+    z = logits.astype(np.float64) / temperature
+    if 0 < top_k < z.shape[-1]:
+        kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
+        z = np.where(z < kth, -np.inf, z)
+    z = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=-1, keepdims=True)
+    if top_p < 1.0:
+        order = np.argsort(-p, axis=-1)
+        sorted_p = np.take_along_axis(p, order, axis=-1)
+        cum = np.cumsum(sorted_p, axis=-1)
+        drop_sorted = cum - sorted_p >= top_p  # keep the smallest prefix reaching top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        p = np.where(drop, 0.0, p)
+        p /= p.sum(axis=-1, keepdims=True)
+    u = rng.random((p.shape[0], 1))
+    idx = (np.cumsum(p, axis=-1) < u).sum(axis=-1)
+    return np.minimum(idx, p.shape[-1] - 1)

@@ -1,0 +1,131 @@
+"""One token per Unicode character, as a Hugging Face `tokenizers` vocabulary.
+
+The Hugging Face tokenizer is what we save (`tokenizer.json`) and what decodes. Encoding a
+whole book goes through a numpy lookup table instead: code points -> ids in one vectorised
+step, which keeps a 100 MB book to a few compact arrays instead of a Python list of ints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from chargen.errors import CheckpointError, VocabularyError
+
+# Every single code point is one pre-token; "." alone does not match a newline.
+_ONE_CHAR = ".|\n"
+
+
+def _codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+class CharTokenizer:
+    """Maps each character of a fixed vocabulary to an id (ids sorted by code point)."""
+
+    def __init__(self, chars: list[str]):
+        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+        if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
+            raise CheckpointError("tokenizer: the vocabulary must be distinct single characters")
+        self.chars = list(chars)
+        self._hf = Tokenizer(models.WordLevel({c: i for i, c in enumerate(self.chars)}, unk_token=None))
+        self._hf.pre_tokenizer = pre_tokenizers.Split(Regex(_ONE_CHAR), behavior="isolated")
+        self._hf.decoder = decoders.Fuse()
+        self._index = {c: i for i, c in enumerate(self.chars)}
+        # Sorted code points let np.searchsorted do the whole lookup in one vectorised call.
+        cps = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        self._order = np.argsort(cps, kind="stable")
+        self._sorted_cps = cps[self._order]
+
+    @classmethod
+    def from_text(cls, text: str, chunk: int = 1 << 22) -> "CharTokenizer":
+        """The vocabulary of a text: its distinct characters, in code point order."""
+        seen: set[int] = set()
+        for start in range(0, len(text), chunk):
+            seen.update(np.unique(_codepoints(text[start:start + chunk])).tolist())
+        return cls([chr(c) for c in sorted(seen)])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def unknown_chars(self, text: str) -> list[str]:
+        return sorted(set(text) - self._index.keys())
+
+    @property
+    def id_dtype(self) -> np.dtype:
+        return np.dtype(np.uint16 if self.vocab_size <= 65536 else np.int32)
+
+    def encode(self, text: str, chunk: int = 1 << 22) -> np.ndarray:
+        """Text -> ids in a compact array (uint16 for vocabularies up to 65,536 characters).
+
+        Vectorised, and done in chunks so that a 100 MB book never holds more than a few
+        chunk-sized temporaries besides the result. Raises VocabularyError naming the
+        characters that are not in the vocabulary.
+        """
+        out = np.empty(len(text), dtype=self.id_dtype)
+        for start in range(0, len(text), chunk):
+            cps = _codepoints(text[start:start + chunk])
+            pos = np.minimum(np.searchsorted(self._sorted_cps, cps), len(self._sorted_cps) - 1)
+            bad = self._sorted_cps[pos] != cps
+            if bad.any():
+                missing = sorted({chr(c) for c in np.unique(cps[bad])})
+                raise VocabularyError(f"characters not in the vocabulary: {_show(missing)}")
+            out[start:start + len(cps)] = self._order[pos]
+        return out
+
+    def encode_hf(self, text: str) -> list[int]:
+        """The same ids through the Hugging Face tokenizer (small texts; used by tests and tools)."""
+        unknown = self.unknown_chars(text)
+        if unknown:
+            raise VocabularyError(f"characters not in the vocabulary: {_show(unknown)}")
+        return self._hf.encode(text).ids
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+    def decode_hf(self, ids) -> str:
+        return self._hf.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(self._hf.to_str(pretty=True), encoding="utf-8")
+
+    def to_str(self) -> str:
+        return self._hf.to_str(pretty=True)
+
+    @classmethod
+    def from_str(cls, data: str, where: str = "tokenizer.json") -> "CharTokenizer":
+        """Rebuild from tokenizer.json text, checking that it is a one-character-per-token vocabulary."""
+        try:
+            obj = json.loads(data)
+            vocab = obj["model"]["vocab"]
+            if obj["model"].get("type") != "WordLevel" or not isinstance(vocab, dict):
+                raise ValueError("not a WordLevel vocabulary")
+            chars = [None] * len(vocab)
+            for ch, i in vocab.items():
+                chars[i] = ch
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise CheckpointError(f"{where}: not a chargen character vocabulary ({e}); retrain or restore the file") from None
+        if any(c is None for c in chars):
+            raise CheckpointError(f"{where}: vocabulary ids are not 0..{len(chars) - 1}")
+        return cls(chars)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "CharTokenizer":
+        p = Path(path)
+        try:
+            data = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CheckpointError(f"{p}: missing; the checkpoint is incomplete, retrain or restore it") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{p}: cannot read it ({e})") from None
+        return cls.from_str(data, str(p))
+
+
+def _show(chars: list[str], limit: int = 20) -> str:
+    shown = ", ".join(repr(c) for c in chars[:limit])
+    return shown + (f" and {len(chars) - limit} more" if len(chars) > limit else "")

@@ -1,0 +1,353 @@
+"""Training a stateful character LSTM on a whole book.
+
+The loop is written out (not `fit`) because state handling is the point:
+- state is reset at the start of every epoch and nowhere else (`fit` never resets it);
+- validation runs on a separate model of its own with copied weights, so it can never
+  overwrite the training rows' state (`evaluate` on the training model would);
+- batches come in stream order and are never shuffled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from chargen import checkpoint as ckpt
+from chargen.config import ModelConfig, TrainConfig
+from chargen.corpus import read_text
+from chargen.errors import ChargenError, CheckpointError, ConfigError, CorpusError, VocabularyError
+from chargen.model import build_model, get_state, reset_state, set_state
+from chargen.streams import Streams, split
+from chargen.tokenizer import CharTokenizer
+
+LN2 = math.log(2.0)
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+class TrainingInterrupted(ChargenError):
+    """Ctrl-C: a resumable checkpoint was saved at the end of the current step."""
+
+
+class TrainingDiverged(ChargenError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_loss: float | None = None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword options -> (ModelConfig fields, TrainConfig fields); unknown names are an error."""
+    m_names = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
+    t_names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(options) - m_names - t_names)
+    if unknown:
+        raise ConfigError(f"unknown training options {unknown}; known: {sorted(m_names | t_names)}")
+    model = {k: v for k, v in options.items() if k in m_names}
+    if "units" in model and isinstance(model["units"], (list, int)):
+        model["units"] = tuple(model["units"]) if isinstance(model["units"], list) else (model["units"],)
+    return model, {k: v for k, v in options.items() if k in t_names}
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name) or name in (".", ".."):
+        raise ConfigError(f"--name {name!r} must be a plain folder name (letters, digits, '.', '_', '-'), "
+                          "so the checkpoint stays inside the checkpoints folder")
+    return name
+
+
+def default_name(corpus: str | os.PathLike[str]) -> str:
+    stem = Path(str(corpus)).stem if str(corpus) != "-" else "stdin"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip(".-") or "book"
+
+
+def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str | os.PathLike[str] = "checkpoints",
+          resume: bool = False, overwrite: bool = False, progress: bool | None = None,
+          log: Callable[[str], None] | None = None, **options: Any) -> TrainResult:
+    """Train on a whole book and write checkpoints to `root/name` (name defaults to the book's stem).
+
+    `options` are ModelConfig / TrainConfig fields (epochs=5, units=(256, 256), seed=1, ...).
+    With resume=True training continues from `last` exactly where it stopped (only `epochs`
+    may be changed). Returns the run folder and the per-epoch history.
+    """
+    m_opts, t_opts = split_options(options)
+    root = Path(root)
+    run_dir = root / check_name(name or default_name(corpus))
+    show = sys.stderr.isatty() if progress is None else progress
+    say = log or ((lambda s: print(s, file=sys.stderr)) if show else (lambda s: None))
+    exists = (run_dir / "last").exists()
+
+    if resume:
+        if not exists:
+            raise CheckpointError(f"{run_dir}: nothing to resume; train without --resume first")
+        snap = ckpt.read_snapshot(ckpt.snapshot_dir(run_dir, "last"))
+        mcfg, tcfg = _resume_configs(snap, m_opts, t_opts)
+        tokenizer = snap.tokenizer
+    else:
+        if exists and not overwrite:
+            raise CheckpointError(f"{run_dir} already holds a run; add --resume to continue it, "
+                                  "--name NAME for a new one, or --overwrite to replace it")
+        snap = None
+        tcfg = TrainConfig(**t_opts).validate()
+        if tcfg.seed is None:
+            tcfg = replace(tcfg, seed=secrets.randbelow(2**31))
+        mcfg = ModelConfig(**{"vocab_size": 1, **m_opts}).validate()  # vocab set below, from the text
+
+    text = read_text(corpus)
+    if snap is None:
+        tokenizer = CharTokenizer.from_text(text)
+        mcfg = replace(mcfg, vocab_size=tokenizer.vocab_size)
+    try:
+        ids = tokenizer.encode(text)
+    except VocabularyError as e:
+        raise CorpusError(f"the text does not fit the checkpoint's vocabulary ({e}); train a new run instead") from None
+    del text
+    train_ids, val_ids = split(ids, tcfg.val_fraction)
+    train_streams = Streams.from_ids(train_ids, tcfg.batch_size, tcfg.seq_len, "training text")
+    val_streams = _val_streams(val_ids, tcfg)
+
+    _prepare_dir(run_dir, overwrite and not resume)
+    return _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say).run()
+
+
+def _resume_configs(snap: ckpt.Snapshot, m_opts: dict, t_opts: dict) -> tuple[ModelConfig, TrainConfig]:
+    for cfg, opts in ((snap.model, m_opts), (snap.train, t_opts)):
+        for key, value in opts.items():
+            if key != "epochs" and value is not None and getattr(cfg, key) != value:
+                raise ConfigError(f"--{key.replace('_', '-')} {value!r} differs from the checkpoint's "
+                                  f"{getattr(cfg, key)!r}; a resumed run keeps its settings (only --epochs may change)")
+    tcfg = snap.train
+    if t_opts.get("epochs") is not None:
+        tcfg = replace(tcfg, epochs=t_opts["epochs"]).validate()
+    return snap.model, tcfg
+
+
+def _val_streams(val_ids: np.ndarray, tcfg: TrainConfig) -> Streams | None:
+    if tcfg.val_fraction == 0:
+        return None
+    # Validation has its own model, so it may use fewer rows than training when the tail is short.
+    rows = min(tcfg.batch_size, len(val_ids) // (tcfg.seq_len + 1))
+    if rows == 0:
+        raise CorpusError(f"the validation tail has {len(val_ids):,} characters but needs at least "
+                          f"{tcfg.seq_len + 1} (seq len + 1); raise --val-fraction, lower --seq-len, "
+                          "or use --val-fraction 0 to train without validation")
+    return Streams.from_ids(val_ids, rows, tcfg.seq_len, "validation text")
+
+
+def _prepare_dir(run_dir: Path, wipe: bool) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise CheckpointError(f"{run_dir}: cannot write checkpoints there ({e.strerror or e}); "
+                              "choose another --root or free space") from None
+    if wipe:
+        for link in ("last", "best"):
+            (run_dir / link).unlink(missing_ok=True)
+
+
+class _Loop:
+    """One training run: models, optimizer, position in the book, and saving."""
+
+    def __init__(self, run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say):
+        import keras
+        import tensorflow as tf
+
+        self.run_dir, self.mcfg, self.tcfg, self.tokenizer = run_dir, mcfg, tcfg, tokenizer
+        self.streams, self.val_streams, self.show, self.say = train_streams, val_streams, show, say
+        keras.utils.set_random_seed(tcfg.seed)
+        tf.config.experimental.enable_op_determinism()
+        self.model = build_model(mcfg, tcfg.batch_size, tcfg.seq_len)
+        self.optimizer = keras.optimizers.Adam(learning_rate=tcfg.lr, global_clipnorm=tcfg.clip or None)
+        self.optimizer.build(self.model.trainable_variables)
+        self.eval_model = build_model(mcfg, val_streams.batch_size, tcfg.seq_len) if val_streams else None
+        self.epoch, self.step, self.history, self.best = 0, 0, [], None
+        self.partial = {"loss_sum": 0.0, "steps": 0, "seconds": 0.0}
+        if snap is not None:
+            self._restore(snap)
+        self._train_step, self._eval_step = self._compile(tf)
+        self.stop_requested = False
+
+    # ------------------------------------------------------------ compiled steps
+
+    def _compile(self, tf):
+        model, opt, evm = self.model, self.optimizer, self.eval_model
+        spec = tf.TensorSpec((self.tcfg.batch_size, self.tcfg.seq_len), tf.int32)
+
+        def loss_of(m, x, y, training):
+            logits = m(x, training=training)
+            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+
+        @tf.function(input_signature=[spec, spec])
+        def train_step(x, y):
+            with tf.GradientTape() as tape:
+                loss = loss_of(model, x, y, True)
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply(grads, model.trainable_variables)
+            return loss
+
+        eval_step = None
+        if evm is not None:
+            vspec = tf.TensorSpec((self.val_streams.batch_size, self.tcfg.seq_len), tf.int32)
+            eval_step = tf.function(lambda x, y: loss_of(evm, x, y, False), input_signature=[vspec, vspec])
+        return train_step, eval_step
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> TrainResult:
+        self._write_run_files()
+        with _SigintFlag(self):
+            while self.epoch < self.tcfg.epochs:
+                self._train_epoch()
+                if self.stop_requested:
+                    break
+                self._end_epoch()
+        if self.stop_requested:
+            self._save()
+            raise TrainingInterrupted(
+                f"interrupted at epoch {self.epoch + 1}, step {self.step}; saved {self.run_dir}/last. "
+                f"Resume with: chargen train BOOK --name {self.run_dir.name} --resume")
+        return TrainResult(self.run_dir, self.history, self.best)
+
+    def _train_epoch(self) -> None:
+        from tqdm.auto import tqdm
+
+        if self.step == 0:
+            reset_state(self.model)  # the start of every epoch, and nowhere else
+        n, chars = self.streams.num_batches, self.streams.batch_size * self.streams.seq_len
+        bar = tqdm(total=n, initial=self.step, desc=f"epoch {self.epoch + 1}/{self.tcfg.epochs}",
+                   disable=not self.show, unit="step", leave=True, dynamic_ncols=True)
+        t_start = time.perf_counter()
+        with bar:
+            while self.step < n and not self.stop_requested:
+                x, y = self.streams.batch(self.step)
+                t0 = time.perf_counter()
+                loss = float(self._train_step(np.asarray(x, np.int32), np.asarray(y, np.int32)))
+                dt = time.perf_counter() - t0
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {loss} at epoch {self.epoch + 1}, step {self.step}; stopped, "
+                        f"{self.run_dir}/last keeps the last good checkpoint. Lower --lr or --clip and resume")
+                self.step += 1
+                self.partial["loss_sum"] += loss
+                self.partial["steps"] += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", bpc=f"{loss / LN2:.3f}", cps=f"{chars / dt:,.0f}", refresh=False)
+        self.partial["seconds"] += time.perf_counter() - t_start
+
+    def _end_epoch(self) -> None:
+        p = self.partial
+        train_loss = p["loss_sum"] / max(p["steps"], 1)
+        val_loss = self._validate()
+        record = {
+            "epoch": self.epoch + 1, "steps": self.step,
+            "train_loss": round(train_loss, 6), "train_bpc": round(train_loss / LN2, 6),
+            "val_loss": None if val_loss is None else round(val_loss, 6),
+            "val_bpc": None if val_loss is None else round(val_loss / LN2, 6),
+            "chars_per_sec": round(p["steps"] * self.streams.batch_size * self.streams.seq_len / max(p["seconds"], 1e-9), 1),
+            "seconds": round(p["seconds"], 2),
+        }
+        self.history.append(record)
+        score = val_loss if val_loss is not None else train_loss
+        improved = self.best is None or score < self.best
+        if improved:
+            self.best = score
+        self.epoch, self.step = self.epoch + 1, 0
+        self.partial = {"loss_sum": 0.0, "steps": 0, "seconds": 0.0}
+        self._save(best=improved)
+        val_txt = "" if val_loss is None else f"  val {val_loss:.4f} nats ({val_loss / LN2:.3f} bpc)"
+        self.say(f"epoch {record['epoch']}: train {train_loss:.4f} nats ({train_loss / LN2:.3f} bpc){val_txt}"
+                 f"  {record['chars_per_sec']:,.0f} chars/s{'  *best' if improved else ''}")
+
+    def _validate(self) -> float | None:
+        """Mean loss over the validation streams, carried state, on the separate eval model."""
+        if self.eval_model is None:
+            return None
+        self.eval_model.set_weights(self.model.get_weights())
+        reset_state(self.eval_model)
+        total = 0.0
+        for x, y in self.val_streams:
+            total += float(self._eval_step(np.asarray(x, np.int32), np.asarray(y, np.int32)))
+        return total / self.val_streams.num_batches
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _write_run_files(self) -> None:
+        ckpt.write_atomic(self.run_dir / "config.json", ckpt.config_json(self.mcfg, self.tcfg))
+        ckpt.write_atomic(self.run_dir / "tokenizer.json", self.tokenizer.to_str())
+
+    def _save(self, best: bool = False) -> None:
+        progress = {"epoch": self.epoch, "step": self.step, "best_loss": self.best,
+                    "num_batches": self.streams.num_batches, "partial": self.partial}
+        files = {"config.json": ckpt.config_json(self.mcfg, self.tcfg), "tokenizer.json": self.tokenizer.to_str(),
+                 "progress.json": json.dumps(progress, indent=2) + "\n", "history.jsonl": ckpt.history_jsonl(self.history)}
+        arrays = {"weights.npz": self.model.get_weights(),
+                  "optimizer.npz": [v.numpy() for v in self.optimizer.variables],
+                  "train_state.npz": [a for hc in get_state(self.model) for a in hc] + [v.numpy() for v in _rng_vars(self.model)]}
+        snap_id = f"e{self.epoch:04d}-s{self.step:06d}"
+        ckpt.write_snapshot(self.run_dir, snap_id, files, arrays, ("last", "best") if best else ("last",))
+        ckpt.write_atomic(self.run_dir / "history.jsonl", files["history.jsonl"])
+
+    def _restore(self, snap: ckpt.Snapshot) -> None:
+        ckpt.assign_weights(self.model, snap.weights, snap.path)
+        opt_vars = self.optimizer.variables
+        if snap.optimizer is None or [v.shape for v in snap.optimizer] != [tuple(v.shape) for v in opt_vars]:
+            raise CheckpointError(f"{snap.path}: optimizer state is missing or does not fit; cannot resume exactly")
+        for v, a in zip(opt_vars, snap.optimizer):
+            v.assign(a)
+        p = snap.progress
+        self.epoch, self.step, self.best = int(p["epoch"]), int(p["step"]), p.get("best_loss")
+        self.partial = dict(p.get("partial") or self.partial)
+        self.history = list(snap.history)
+        if snap.train_state is not None:
+            n = 2 * self.mcfg.layers
+            lstm, rng = snap.train_state[:n], snap.train_state[n:]
+            set_state(self.model, [(lstm[i], lstm[i + 1]) for i in range(0, n, 2)])
+            for v, a in zip(_rng_vars(self.model), rng):
+                v.assign(a)
+
+
+def _rng_vars(model) -> list:
+    """Dropout seed-generator states: not in get_weights(), but needed for an exact resume."""
+    return [v for v in model.variables if "seed_generator" in v.path]
+
+
+class _SigintFlag:
+    """Turn the first Ctrl-C into a flag checked after each step; a second one stops at once."""
+
+    def __init__(self, loop: _Loop):
+        self.loop, self.prev = loop, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            def handler(signum, frame):
+                self.loop.stop_requested = True
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            self.prev = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.prev is not None:
+            signal.signal(signal.SIGINT, self.prev)
+        return False
