@@ -13,8 +13,8 @@ __all__ = ["train", "load", "Generator", "ModelConfig", "TrainConfig", "SampleCo
 
 def __getattr__(name: str):
     # TensorFlow is imported only when something that needs it is used: `import chargen` stays instant.
-    lazy = {"train": "chargen.train", "TrainResult": "chargen.train", "TrainingInterrupted": "chargen.train",
-            "TrainingDiverged": "chargen.train", "load": "chargen.generate", "Generator": "chargen.generate",
+    lazy = {"train": "chargen.trainer", "TrainResult": "chargen.trainer", "TrainingInterrupted": "chargen.trainer",
+            "TrainingDiverged": "chargen.trainer", "load": "chargen.generate", "Generator": "chargen.generate",
             "read_text": "chargen.corpus", "CharTokenizer": "chargen.tokenizer", "Streams": "chargen.streams"}
     if name in lazy:
         import importlib

@@ -59,7 +59,7 @@ def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import_tensorflow_quietly()
-    from chargen.train import TrainingInterrupted, train
+    from chargen.trainer import TrainingInterrupted, train
 
     options = {**_given(args, ModelConfig), **_given(args, TrainConfig)}
     if args.units is not None or args.layers is not None:

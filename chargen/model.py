@@ -24,15 +24,26 @@ from chargen.errors import StateError
 State = list[tuple[np.ndarray, np.ndarray]]  # per layer: (h, c), each (batch, units)
 
 
-def build_model(cfg: ModelConfig, batch_size: int, seq_len: int | None = None):
-    """A stateful model for exactly `batch_size` rows; `seq_len=None` accepts any length."""
+def build_model(cfg: ModelConfig, batch_size: int, seq_len: int | None = None, lstm: str = "keras"):
+    """A stateful model for exactly `batch_size` rows; `seq_len=None` accepts any length.
+
+    `lstm="fast"` uses chargen.fastlstm.FastLSTM (same weights, faster CPU training) instead of
+    keras.layers.LSTM; the two models' weights are interchangeable.
+    """
     import keras
 
     cfg.validate()
+    if lstm not in ("keras", "fast"):
+        raise ValueError(f"lstm must be 'keras' or 'fast', got {lstm!r}")
     inputs = keras.Input(batch_shape=(batch_size, seq_len), dtype="int32", name="ids")
     x = keras.layers.Embedding(cfg.vocab_size, cfg.embed, name="embedding")(inputs)
     for i, units in enumerate(cfg.units):
-        x = keras.layers.LSTM(units, return_sequences=True, stateful=True, name=f"lstm_{i}")(x)
+        if lstm == "fast":
+            from chargen.fastlstm import FastLSTM
+
+            x = FastLSTM(units, name=f"lstm_{i}")(x)
+        else:
+            x = keras.layers.LSTM(units, return_sequences=True, stateful=True, name=f"lstm_{i}")(x)
         if cfg.dropout > 0:
             x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
     logits = keras.layers.Dense(cfg.vocab_size, name="logits")(x)

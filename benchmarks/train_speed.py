@@ -1,0 +1,195 @@
+"""Training speed on a CPU: stock keras.layers.LSTM vs chargen's FastLSTM, and a windowed baseline.
+
+    python benchmarks/train_speed.py                      # 512,512 (the default model)
+    python benchmarks/train_speed.py --units 256,256 --jit
+
+Both stateful models come from chargen.model.build_model with the same initial weights and
+run the same train step as chargen's trainer (GradientTape, mean sparse softmax CE, Adam with
+global_clipnorm) on contiguous-stream batches of tinyshakespeare. chars/s counts every
+(input, target) pair trained on, input pipeline included; "pipeline" is the share of the step
+time spent getting the numpy batch and converting it to int32.
+
+The baseline is the textgenrnn / Keras-example way: shuffled sliding windows of 40 characters,
+step 3, one target (the next character) per window, a non-stateful model with the same LSTM
+sizes. Each window moves 3 characters through the corpus, so it is scored as corpus
+characters per second = 3 x windows per second.
+
+Figures only: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--units", default="512,512", help="LSTM units per layer (default 512,512)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--embed", type=int, default=64)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per variant, after --warmup steps")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--jit", action="store_true", help="also time both models with jit_compile=True on the train step")
+    p.add_argument("--unroll", choices=("auto", "yes", "no"), default="auto",
+                   help="FastLSTM time loop: auto (the layer's default), Python-unrolled, or tf.while_loop")
+    p.add_argument("--variants", default="keras,fast", help="comma list of: keras, fast (default both)")
+    p.add_argument("--baseline-batch", type=int, default=128, help="batch size of the windowed baseline (0 = skip it)")
+    p.add_argument("--baseline-window", type=int, default=40)
+    p.add_argument("--baseline-stride", type=int, default=3)
+    p.add_argument("--corpus", default=str(CORPUS))
+    p.add_argument("--seed", type=int, default=1)
+    return p.parse_args(argv)
+
+
+def make_step(tf, keras, model, spec_x, spec_y, jit: bool):
+    """chargen's train step: GradientTape, mean sparse softmax CE, Adam with global_clipnorm 5."""
+    opt = keras.optimizers.Adam(learning_rate=2e-3, global_clipnorm=5.0)
+    opt.build(model.trainable_variables)
+
+    @tf.function(input_signature=[spec_x, spec_y], jit_compile=jit)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply(grads, model.trainable_variables)
+        return loss
+
+    return train_step
+
+
+def time_steps(step, get_batch, n_warm: int, n_steps: int):
+    """Run warm-up then timed steps. Returns (first loss, seconds in pipeline, seconds in steps, compile s)."""
+    first = None
+    t0 = time.perf_counter()
+    for k in range(n_warm):
+        x, y = get_batch(k)
+        loss = float(step(x, y))
+        first = loss if first is None else first
+    warm_s = time.perf_counter() - t0
+    pipe = work = 0.0
+    for k in range(n_warm, n_warm + n_steps):
+        t0 = time.perf_counter()
+        x, y = get_batch(k)
+        t1 = time.perf_counter()
+        float(step(x, y))  # float() waits for the result
+        t2 = time.perf_counter()
+        pipe, work = pipe + (t1 - t0), work + (t2 - t1)
+    return first, pipe, work, warm_s
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from chargen._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import keras
+    import tensorflow as tf
+
+    from chargen.config import ModelConfig
+    from chargen.fastlstm import FastLSTM
+    from chargen.model import build_model, reset_state
+    from chargen.streams import Streams
+    from chargen.tokenizer import CharTokenizer
+
+    units = tuple(int(u) for u in args.units.split(","))
+    B, T = args.batch_size, args.seq_len
+    text = Path(args.corpus).read_text(encoding="utf-8")
+    tok = CharTokenizer.from_text(text)
+    ids = tok.encode(text)
+    streams = Streams.from_ids(ids, B, T)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, embed=args.embed, units=units)
+    n_total = args.warmup + args.steps
+    if n_total > streams.num_batches:
+        sys.exit(f"--warmup + --steps = {n_total} exceeds the {streams.num_batches} batches of one epoch")
+
+    def stream_batch(k):
+        x, y = streams.batch(k)
+        return np.asarray(x, np.int32), np.asarray(y, np.int32)
+
+    print(f"corpus {Path(args.corpus).name}: {len(ids):,} chars, vocab {tok.vocab_size}; units {units}, "
+          f"embed {args.embed}, batch {B}, seq {T}; {args.warmup} warm-up + {args.steps} timed steps; "
+          f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs", flush=True)
+
+    keras.utils.set_random_seed(args.seed)
+    init = build_model(cfg, B, T).get_weights()  # one set of initial weights for every variant
+    spec = tf.TensorSpec((B, T), tf.int32)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    runs = [(v, False) for v in variants] + ([(v, True) for v in variants] if args.jit else [])
+    rows = []
+    for kind, jit in runs:
+        model = build_model(cfg, B, T, lstm=kind)
+        model.set_weights(init)
+        if kind == "fast" and args.unroll != "auto":
+            for layer in model.layers:
+                if isinstance(layer, FastLSTM):
+                    layer.unroll = args.unroll == "yes"
+        reset_state(model)
+        step = make_step(tf, keras, model, spec, spec, jit)
+        first, pipe, work, warm_s = time_steps(step, stream_batch, args.warmup, args.steps)
+        name = kind + (" +jit" if jit else "")
+        rows.append((name, first, B * T * args.steps / (pipe + work), pipe / (pipe + work), warm_s))
+        print(f"  {name:<10} done: {rows[-1][2]:,.0f} chars/s (warm-up {warm_s:.1f}s)", flush=True)
+        del model, step
+
+    base = None
+    if args.baseline_batch > 0:
+        base = run_baseline(tf, keras, args, ids, cfg)
+
+    ref = {r[0]: r for r in rows}
+    keras_cps = ref.get("keras", rows[0])[2] if rows else None
+    keras_loss = ref["keras"][1] if "keras" in ref else None
+    print()
+    print(f"{'model':<12}{'chars/s':>10}{'vs keras':>10}{'vs windows':>12}{'|dloss0|':>11}{'pipeline':>10}{'warm-up s':>11}")
+    for name, first, cps, frac, warm_s in rows:
+        dloss = "" if keras_loss is None else f"{abs(first - keras_loss):.1e}"
+        vs_base = "" if base is None else f"{cps / base[0]:.1f}x"
+        print(f"{name:<12}{cps:>10,.0f}{cps / keras_cps:>9.2f}x{vs_base:>12}{dloss:>11}{frac:>9.2%}{warm_s:>11.1f}")
+    if base is not None:
+        cps, frac, warm_s = base
+        print(f"{'windows':<12}{cps:>10,.0f}{cps / keras_cps if keras_cps else float('nan'):>9.2f}x{'1.0x':>12}"
+              f"{'':>11}{frac:>9.2%}{warm_s:>11.1f}")
+        print(f"  windows = stock keras LSTM, non-stateful, {args.baseline_window}-char windows, stride "
+              f"{args.baseline_stride}, batch {args.baseline_batch}, one target each; chars/s = corpus chars "
+              f"advanced = {args.baseline_stride} x windows/s")
+    print("  |dloss0| = |first-step loss - keras first-step loss| (same weights, same batch)")
+    return 0
+
+
+def run_baseline(tf, keras, args, ids, cfg):
+    """textgenrnn / Keras example: shuffled 40-char windows, stride 3, predict the next char only."""
+    W, S, Bb = args.baseline_window, args.baseline_stride, args.baseline_batch
+    windows = np.lib.stride_tricks.sliding_window_view(ids, W + 1)[::S]  # a view: (n, W + 1)
+    order = np.random.default_rng(args.seed).permutation(len(windows))
+
+    def window_batch(k):
+        w = windows[order[k * Bb:(k + 1) * Bb]]  # gather: a copy
+        return np.asarray(w[:, :W], np.int32), np.asarray(w[:, W], np.int32)
+
+    keras.utils.set_random_seed(args.seed)
+    inputs = keras.Input(batch_shape=(Bb, W), dtype="int32")
+    x = keras.layers.Embedding(cfg.vocab_size, cfg.embed)(inputs)
+    for i, u in enumerate(cfg.units):
+        x = keras.layers.LSTM(u, return_sequences=i < len(cfg.units) - 1)(x)
+    model = keras.Model(inputs, keras.layers.Dense(cfg.vocab_size)(x))
+    step = make_step(tf, keras, model, tf.TensorSpec((Bb, W), tf.int32), tf.TensorSpec((Bb,), tf.int32), False)
+    _, pipe, work, warm_s = time_steps(step, window_batch, args.warmup, args.steps)
+    cps = S * Bb * args.steps / (pipe + work)
+    print(f"  {'windows':<10} done: {cps:,.0f} corpus chars/s (warm-up {warm_s:.1f}s)", flush=True)
+    return cps, pipe / (pipe + work), warm_s
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    raise SystemExit(main())

@@ -1,0 +1,44 @@
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+TINY = dict(units=(24, 16), embed=8, batch_size=4, seq_len=16)
+
+
+def pytest_configure(config):
+    from chargen._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+
+
+@pytest.fixture(scope="session")
+def small_text() -> str:
+    """A few kB of varied text (generated here), long enough for tiny batches and validation."""
+    rng = np.random.default_rng(0)
+    words = ["the", "state", "of", "each", "row", "carries", "on", "stream", "book", "király", "中文", "ünï"]
+    lines = [" ".join(rng.choice(words, size=8)) + "." for _ in range(120)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, small_text):
+    """A tiny model trained for 2 epochs; reused by tests that only read it."""
+    import chargen
+
+    d = tmp_path_factory.mktemp("run")
+    book = d / "book.txt"
+    book.write_text(small_text, encoding="utf-8")
+    result = chargen.train(book, root=d / "checkpoints", epochs=2, seed=3, progress=False, **TINY)
+    return result
+
+
+def pytest_report_header(config):
+    return f"python {sys.version.split()[0]}, shared corpora: {SHARED / 'corpora'}"

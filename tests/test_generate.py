@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+
+import chargen
+from chargen.errors import ConfigError, StateError, VocabularyError
+from chargen.model import build_model, reset_state
+from chargen.sampling import pick
+
+
+def _softmax(z):
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.fixture()
+def gen(trained_run):
+    return chargen.load(trained_run.run_dir, which="last")
+
+
+def test_batch1_copy_matches_training_model_row0(trained_run, gen, small_text):
+    """Primed with a text, the sampler predicts what the training model predicts in row 0 from zero state."""
+    train_cfg = gen.config
+    t = 16
+    big = build_model(train_cfg, batch_size=4, seq_len=t)
+    big.set_weights(gen.model.get_weights())
+    ids = gen.tokenizer.encode(small_text[: 3 * t]).astype(np.int32)
+    rng = np.random.default_rng(1)
+    reset_state(big)
+    for k in range(3):  # three consecutive windows: state is carried in the training model too
+        x = rng.integers(0, train_cfg.vocab_size, size=(4, t)).astype(np.int32)
+        x[0] = ids[k * t:(k + 1) * t]
+        want = _softmax(np.asarray(big(x))[0, -1])
+    gen.reset()
+    got = _softmax(gen.prime(small_text[: 3 * t]))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_numpy_steps_match_keras(gen, small_text):
+    text = small_text[:40]
+    gen.reset()
+    keras_logits = gen.prime(text)
+    gen.reset()
+    gen.prime(text[:10])
+    for ch in text[10:]:
+        logits, gen._state = gen.stepper.step(gen.tokenizer.encode(ch).astype(np.int64), gen._state)
+    np.testing.assert_allclose(_softmax(logits[0]), _softmax(keras_logits), atol=1e-5)
+
+
+def test_stream_is_deterministic_with_a_seed(gen):
+    a = gen.generate("the ", 60, temperature=1.0, rng_seed=7)
+    gen.reset()
+    b = gen.generate("the ", 60, temperature=1.0, rng_seed=7)
+    gen.reset()
+    c = gen.generate("the ", 60, temperature=1.0, rng_seed=8)
+    assert a == b and len(a) == 60
+    assert a != c
+    assert set(a) <= set(gen.tokenizer.chars)
+
+
+def test_state_api(gen):
+    gen.reset()
+    gen.prime("the state")
+    saved = gen.state
+    assert [(h.shape, c.shape) for h, c in saved] == [((1, 24), (1, 24)), ((1, 16), (1, 16))]
+    first = gen.generate("", 30, temperature=0)
+    gen.set_state(saved)
+    assert gen.generate("", 30, temperature=0) != "" and gen.state is not saved
+    gen.set_state(saved)
+    gen._logits = None
+    gen.prime("")  # an empty seed keeps the state
+    with pytest.raises(StateError, match=r"\(1, 24\)"):
+        gen.set_state([(np.zeros((4, 24), np.float32),) * 2, saved[1]])
+    with pytest.raises(StateError, match="expected 2 layers"):
+        gen.set_state(saved[:1])
+    gen.reset()
+    assert all(np.abs(h).sum() == 0 for h, _ in gen.state)
+    assert len(first) == 30
+
+
+def test_unknown_seed_characters_are_named_or_skipped(gen):
+    with pytest.raises(VocabularyError, match=r"'Q'.*--unknown skip"):
+        gen.generate("Qthe", 5)
+    assert len(gen.generate("Qthe", 5, unknown="skip")) == 5
+
+
+def test_bad_sampling_options(gen):
+    for bad in (dict(temperature=-1), dict(top_k=-1), dict(top_p=0), dict(top_p=1.5), dict(length=-1)):
+        with pytest.raises(ConfigError):
+            gen.generate("the", **{"length": 5, **bad})
+
+
+def test_pick_respects_top_k_and_top_p():
+    rng = np.random.default_rng(0)
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
+    assert pick(logits, 0, 0, 1.0, rng)[0] == 0
+    seen_k = {int(pick(logits, 1.0, 2, 1.0, rng)[0]) for _ in range(300)}
+    assert seen_k == {0, 1}
+    seen_p = {int(pick(logits, 1.0, 0, 0.75, rng)[0]) for _ in range(300)}
+    assert seen_p == {0, 1}  # 0.5 alone is short of 0.75; 0.5 + 0.3 reaches it
+    seen_all = {int(pick(logits, 1.0, 0, 1.0, rng)[0]) for _ in range(2000)}
+    assert seen_all == {0, 1, 2, 3}
