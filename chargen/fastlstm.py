@@ -11,14 +11,16 @@ and lets autodiff differentiate the loop step by step):
 - The input projection x @ kernel + bias does not depend on the recurrence, so it is done for
   the whole window in one big matmul; only h @ recurrent_kernel stays inside the loop.
   Autodiff of that one matmul also gives d(kernel), d(bias) and d(inputs) as big matmuls.
-- The recurrence has a hand-written gradient (tf.custom_gradient). The forward loop keeps the
-  gate activations; the backward loop then does only one small matmul per step (dz_t @ U^T)
-  plus a few element-wise ops, and d(recurrent_kernel) is computed after the loop as ONE
-  matmul over all steps: concat_t(h_{t-1})^T @ concat_t(dz_t). Autodiff instead does a
-  (units x T*B) outer-product matmul per step and accumulates 128 of them.
-- Everything element-wise that does not depend on the backward recurrence (the gate
-  derivatives, tanh(c)) is computed once for the whole window before the backward loop, as
-  a few large ops instead of hundreds of tiny ones.
+- The recurrence has a hand-written gradient (tf.custom_gradient). The forward loop keeps,
+  per step, the few local derivatives the backward needs; the backward loop then does only
+  one small matmul per step (dz_t @ U^T) plus a handful of element-wise ops, and
+  d(recurrent_kernel) is computed after the loop as ONE matmul over all steps:
+  concat_t(h_{t-1})^T @ concat_t(dz_t). Autodiff instead does a thin (u x B) @ (B x 4u)
+  matmul per step and accumulates T of them, besides differentiating every gate op.
+- Both time loops are XLA-compiled on their own (jit=True, the default), even when the train
+  step is not: XLA fuses each step's element-wise ops into one kernel and its small matmuls
+  ran faster than TensorFlow's here. The rest of the step stays on TensorFlow's kernels, which
+  beat XLA's for the big matmuls, softmax and Adam (see benchmarks/train_speed.py).
 
 The TensorFlow backend is required (it is the only backend this package uses).
 """
@@ -42,96 +44,109 @@ def _unit_forget_bias(units: int):
     return init
 
 
-def _cell(z, c, units):
-    """One LSTM step from the pre-activations z = x W + b + h U: new (h, c) and the 4 gate activations."""
+def _cell(z, c):
+    """One LSTM step from the pre-activations z = x W + b + h U and the previous c.
+
+    Returns the new (h, c) and what the backward pass needs of this step: the step-local
+    derivatives, computed here while the gate values are at hand (with XLA they fuse into the
+    step for free; as a separate pass over the whole window they cost a third of the backward):
+      dc_from_h = o * (1 - tanh(c)^2)          dc_t += dh_t * dc_from_h
+      local     = [g i(1-i), c_prev f(1-f), i(1-g^2), tanh(c) o(1-o)]
+                                               dz_t = [dc_t, dc_t, dc_t, dh_t] * local
+      f                                        dc_{t-1} = dc_t * f
+    Gate order (i, f, c, o), sigmoid for i, f, o and tanh for the candidate: as keras LSTMCell.
+    """
     zi, zf, zg, zo = tf.split(z, 4, axis=1)
     i, f, g, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.tanh(zg), tf.sigmoid(zo)
-    c = f * c + i * g
-    h = o * tf.tanh(c)
-    return h, c, tf.concat([i, f, g, o], axis=1)
+    c_new = f * c + i * g
+    tc = tf.tanh(c_new)
+    h = o * tc
+    local = tf.concat([g * i * (1.0 - i), c * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], axis=1)
+    return h, c_new, (o * (1.0 - tc * tc), local, f)
 
 
-def _recurrence(xp, h0, c0, rec, unroll: bool):
+def _forward(xp, h0, c0, rec):
+    """The recurrence over the window, keeping what the backward pass needs of every step.
+
+    A tf.while_loop rather than a Python-unrolled loop: unrolling 128 steps into the graph was
+    no faster here (the executor's cost per op is the same) and took 50 s to XLA-compile.
+    """
+    n = tf.shape(xp)[0]
+    xs = tf.TensorArray(xp.dtype, size=n).unstack(xp)
+
+    def body(t, h, c, hs, *saved):
+        h, c, keep = _cell(xs.read(t) + tf.matmul(h, rec), c)
+        return (t + 1, h, c, hs.write(t, h), *(ta.write(t, v) for ta, v in zip(saved, keep)))
+
+    out = tf.while_loop(lambda t, *_: t < n, body,
+                        (0, h0, c0, *(tf.TensorArray(xp.dtype, size=n) for _ in range(4))), maximum_iterations=n)
+    c_last = out[2]
+    hs, dc_from_h, local, f = (ta.stack() for ta in out[3:])
+    units = rec.shape[0]
+    for v, width in ((hs, units), (dc_from_h, units), (local, 4 * units), (f, units)):
+        v.set_shape(xp.shape[:2].concatenate([width]))
+    return hs, c_last, dc_from_h, local, f
+
+
+def _backward(d_hs, d_c_last, h0, hs, dc_from_h, local, f, rec):
+    """Gradients of (xp, h0, c0, rec) given dL/dh_t for every step and dL/dc_T."""
+    units = rec.shape[0]
+    # U^T is materialised once: matmul(..., transpose_b=True) ran 1.5-3x slower per step than
+    # a plain matmul with a transposed copy (TF's CPU matmul on 2 cores, measured here).
+    rec_t = tf.transpose(rec)
+    n = tf.shape(d_hs)[0]
+    tas = [tf.TensorArray(d_hs.dtype, size=n).unstack(v) for v in (d_hs, dc_from_h, local, f)]
+
+    def back(t, dh_rec, dc, dzs):
+        # The only matmul per step is dz_t @ U^T; d(U) is not accumulated here (see below).
+        dh = tas[0].read(t) + dh_rec
+        dc = dc + dh * tas[1].read(t)
+        dz = tf.concat([dc, dc, dc, dh], axis=1) * tas[2].read(t)
+        return t - 1, tf.matmul(dz, rec_t), dc * tas[3].read(t), dzs.write(t, dz)
+
+    _, dh0, dc0, dzs = tf.while_loop(lambda t, *_: t >= 0, back,
+                                     (n - 1, tf.zeros_like(h0), d_c_last, tf.TensorArray(d_hs.dtype, size=n)),
+                                     maximum_iterations=n)
+    dz_all = dzs.stack()
+    dz_all.set_shape(local.shape)
+    # d(recurrent_kernel) as ONE matmul over all steps: sum_t h_{t-1}^T dz_t.
+    h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
+    d_rec = tf.matmul(tf.reshape(h_prev, (-1, units)), tf.reshape(dz_all, (-1, 4 * units)), transpose_a=True)
+    # dz_t is exactly dL/d(xp_t): the input projection's gradients follow by autodiff outside.
+    return dz_all, dh0, dc0, d_rec
+
+
+# XLA fuses each step's element-wise ops into one kernel, and its small per-step matmuls ran
+# faster than TensorFlow's here: the whole train step got 1.4x faster at 2x512 units and 1.2x
+# at 2x256 (2 CPU cores) with these two functions compiled. A jit_compile function nested in a
+# plain tf.function is compiled on its own; in a jit-compiled train step it is simply inlined.
+_KERNELS = {jit: (tf.function(_forward, jit_compile=jit, autograph=False),
+                  tf.function(_backward, jit_compile=jit, autograph=False)) for jit in (False, True)}
+
+
+def _recurrence(xp, h0, c0, rec, jit: bool = True):
     """The LSTM recurrence over a time-major window, with a hand-written gradient.
 
     xp: (T, B, 4u) input projections (x W + b); h0, c0: (B, u); rec: (u, 4u).
     Returns hs (T, B, u) and the final c (B, u); the final h is hs[-1].
     """
-    units = rec.shape[0]
+    forward, backward = _KERNELS[bool(jit)]
 
     @tf.custom_gradient
     def run(xp, h0, c0, rec):
-        # ---- forward: keep h_t, c_t and the gate activations of every step
-        if unroll:
-            # A Python loop writes T steps into the graph: no while-loop overhead per step.
-            h, c, hs, cs, acts = h0, c0, [], [], []
-            for x_t in tf.unstack(xp):
-                h, c, a = _cell(x_t + tf.matmul(h, rec), c, units)
-                hs.append(h), cs.append(c), acts.append(a)
-            hs, cs, acts = tf.stack(hs), tf.stack(cs), tf.stack(acts)
-        else:
-            # A while loop works for any (also unknown) T and keeps the graph small.
-            n = tf.shape(xp)[0]
-            xs = tf.TensorArray(xp.dtype, size=n).unstack(xp)
-            ta = [tf.TensorArray(xp.dtype, size=n) for _ in range(3)]
-
-            def body(t, h, c, hs, cs, acts):
-                h, c, a = _cell(xs.read(t) + tf.matmul(h, rec), c, units)
-                return t + 1, h, c, hs.write(t, h), cs.write(t, c), acts.write(t, a)
-
-            _, _, _, hs, cs, acts = tf.while_loop(lambda t, *_: t < n, body, (tf.constant(0), h0, c0, *ta))
-            hs, cs, acts = hs.stack(), cs.stack(), acts.stack()
-            hs.set_shape(xp.shape[:2].concatenate([units])), cs.set_shape(hs.shape)
-            acts.set_shape(xp.shape)
+        # stop_gradient: nothing may differentiate through the loop itself (the gradient is
+        # `grad` below), so TF must not record it; in eager mode it otherwise builds a
+        # differentiable variant of the loop, which XLA refuses.
+        hs, c_last, *saved = forward(*(tf.stop_gradient(v) for v in (xp, h0, c0, rec)))
 
         def grad(d_hs, d_c_last):
-            # d_hs: dL/dh_t for every output step (return_sequences); d_c_last: dL/dc_T (the
-            # final state goes to a variable, so this is normally zero, but handle it).
-            if d_c_last is None:
-                d_c_last = tf.zeros_like(c0)
-            if d_hs is None:
-                d_hs = tf.zeros_like(hs)
-            # Step-independent factors for the whole window at once (few big ops).
-            c_prev = tf.concat([c0[None], cs[:-1]], axis=0)
-            i, f, g, o = tf.split(acts, 4, axis=2)
-            tc = tf.tanh(cs)
-            dc_from_h = o * (1.0 - tc * tc)                  # dc_t += dh_t * this
-            # dz_t = concat(dc_t, dc_t, dc_t, dh_t) * local, gates in Keras order (i, f, g, o)
-            local = tf.concat([g * i * (1.0 - i), c_prev * f * (1.0 - f), i * (1.0 - g * g),
-                               tc * o * (1.0 - o)], axis=2)
-            # Backward recurrence: 4 element-wise ops, 1 concat and one (B,4u)@(4u,u) per step.
-            if unroll:
-                steps = xp.shape[0]
-                dh_rec, dc, dzs = tf.zeros_like(h0), d_c_last, [None] * steps
-                for t in reversed(range(steps)):
-                    dh = d_hs[t] + dh_rec
-                    dc = dc + dh * dc_from_h[t]
-                    dz = tf.concat([dc, dc, dc, dh], axis=1) * local[t]
-                    dzs[t] = dz
-                    dc = dc * f[t]
-                    dh_rec = tf.matmul(dz, rec, transpose_b=True)
-                dz_all = tf.stack(dzs)
-            else:
-                n = tf.shape(xp)[0]
-                tas = [tf.TensorArray(xp.dtype, size=n).unstack(v) for v in (d_hs, dc_from_h, local, f)]
+            # d_hs: dL/dh_t for every output step (return_sequences); d_c_last: dL/dc_T (the final
+            # state only goes to a variable, so it is normally zero or None, but handle it).
+            d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
+            d_c_last = tf.zeros_like(c0) if d_c_last is None else d_c_last
+            return backward(d_hs, d_c_last, h0, hs, *saved, rec)
 
-                def back(t, dh_rec, dc, dzs):
-                    dh = tas[0].read(t) + dh_rec
-                    dc = dc + dh * tas[1].read(t)
-                    dz = tf.concat([dc, dc, dc, dh], axis=1) * tas[2].read(t)
-                    return (t - 1, tf.matmul(dz, rec, transpose_b=True), dc * tas[3].read(t), dzs.write(t, dz))
-
-                _, dh_rec, dc, dz_all = tf.while_loop(
-                    lambda t, *_: t >= 0, back, (n - 1, tf.zeros_like(h0), d_c_last, tf.TensorArray(xp.dtype, size=n)))
-                dz_all = dz_all.stack()
-                dz_all.set_shape(xp.shape)
-            # d(recurrent_kernel) as ONE matmul over all steps: sum_t h_{t-1}^T dz_t.
-            h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
-            d_rec = tf.matmul(tf.reshape(h_prev, (-1, units)), tf.reshape(dz_all, (-1, 4 * units)), transpose_a=True)
-            # Gradients for (xp, h0, c0, rec): dz_t is exactly dL/d(xp_t).
-            return dz_all, dh_rec, dc, d_rec
-
-        return (hs, cs[-1]), grad
+        return (hs, c_last), grad
 
     return run(xp, h0, c0, rec)
 
@@ -153,17 +168,16 @@ class _LSTMWeights(keras.layers.Layer):
 class FastLSTM(keras.layers.Layer):
     """Stateful LSTM (return_sequences=True) for a fixed batch size, with Keras LSTM's weights.
 
-    `unroll=None` unrolls the time loop into the graph when the window length is static and at
-    most `max_unroll` steps, else uses a tf.while_loop (any length, also unknown).
+    `jit=True` (default) XLA-compiles the forward and backward time loops (each distinct
+    sequence length compiles once); `jit=False` runs them as plain TensorFlow graphs.
     """
 
     stateful = True  # what chargen.model.lstm_layers() looks for
 
-    def __init__(self, units: int, unroll: bool | None = None, max_unroll: int = 0, **kwargs):
+    def __init__(self, units: int, jit: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
-        self.unroll = unroll
-        self.max_unroll = int(max_unroll)
+        self.jit = bool(jit)
         self.states = None
         self._batch_size = None
 
@@ -212,18 +226,13 @@ class FastLSTM(keras.layers.Layer):
         xp = tf.reshape(tf.matmul(tf.reshape(x, (-1, dim)), self.cell.kernel) + self.cell.bias,
                         tf.concat([tf.shape(x)[:2], [4 * u]], 0))
         xp.set_shape((steps, batch, 4 * u))
-        unroll = self.unroll
-        if unroll is None:
-            unroll = steps is not None and steps <= self.max_unroll
-        if unroll and steps is None:
-            raise ValueError(f"{self.name}: unroll=True needs a static sequence length")
         h0, c0 = (tf.convert_to_tensor(v) for v in self.states)
-        hs, c_last = _recurrence(xp, h0, c0, tf.convert_to_tensor(self.cell.recurrent_kernel), bool(unroll))
+        hs, c_last = _recurrence(xp, h0, c0, tf.convert_to_tensor(self.cell.recurrent_kernel), self.jit)
         # Carry the final state to the next call (truncated BPTT: no gradient across calls).
         self.states[0].assign(hs[-1])
         self.states[1].assign(c_last)
         return tf.transpose(hs, (1, 0, 2))
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "unroll": self.unroll, "max_unroll": self.max_unroll}
+        return {**super().get_config(), "units": self.units, "jit": self.jit}
 
