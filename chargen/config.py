@@ -63,12 +63,14 @@ class TrainConfig:
     """How to train. Batches are `batch_size` contiguous streams, `seq_len` characters at a time."""
 
     epochs: int = _opt(10, "passes over the training text")
-    batch_size: int = _opt(64, "parallel contiguous streams (rows of each batch)")
-    seq_len: int = _opt(128, "characters per stream per step (truncated backprop length)")
+    batch_size: int = _opt(32, "parallel contiguous streams (rows of each batch)")
+    seq_len: int = _opt(64, "characters per stream per step (truncated backprop length)")
     lr: float = _opt(2e-3, "Adam learning rate")
     clip: float = _opt(5.0, "clip gradients to this global norm (0 = off)")
     val_fraction: float = _opt(0.1, "fraction of the text held out at its end for validation, in [0, 0.5]")
     seed: int | None = _opt(None, "random seed; the same seed gives the same run (default: a random one, recorded)")
+    lstm: str = _opt("auto", "LSTM kernel for training: fast (chargen's CPU kernel), keras (cuDNN on a GPU), "
+                             "or auto (keras when a GPU is visible, else fast); weights are the same either way")
 
     def validate(self) -> "TrainConfig":
         for name in ("epochs", "batch_size", "seq_len"):
@@ -77,6 +79,7 @@ class TrainConfig:
         _require(_is_real(self.clip) and self.clip >= 0, "clip", self.clip, "a number >= 0")
         _require(_is_real(self.val_fraction) and 0.0 <= self.val_fraction <= 0.5,
                  "val_fraction", self.val_fraction, "in [0, 0.5]")
+        _require(self.lstm in ("auto", "fast", "keras"), "lstm", self.lstm, "one of auto, fast, keras")
         _require(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**31),
                  "seed", self.seed, "an integer in [0, 2**31)")
         return self

@@ -178,7 +178,8 @@ class _Loop:
         self.streams, self.val_streams, self.show, self.say = train_streams, val_streams, show, say
         keras.utils.set_random_seed(tcfg.seed)
         tf.config.experimental.enable_op_determinism()
-        self.model = build_model(mcfg, tcfg.batch_size, tcfg.seq_len)
+        kernel = tcfg.lstm if tcfg.lstm != "auto" else ("keras" if tf.config.list_physical_devices("GPU") else "fast")
+        self.model = build_model(mcfg, tcfg.batch_size, tcfg.seq_len, lstm=kernel)
         self.optimizer = keras.optimizers.Adam(learning_rate=tcfg.lr, global_clipnorm=tcfg.clip or None)
         self.optimizer.build(self.model.trainable_variables)
         self.eval_model = build_model(mcfg, val_streams.batch_size, tcfg.seq_len) if val_streams else None
@@ -329,8 +330,11 @@ class _Loop:
 
 
 def _rng_vars(model) -> list:
-    """Dropout seed-generator states: not in get_weights(), but needed for an exact resume."""
-    return [v for v in model.variables if "seed_generator" in v.path]
+    """Dropout seed-generator states: not in get_weights(), but needed for an exact resume.
+
+    Only the Dropout layers' (the stock LSTM has an unused one of its own, FastLSTM none), so a
+    run can be resumed with the other LSTM kernel."""
+    return [layer.seed_generator.state for layer in model.layers if layer.name.startswith("dropout_")]
 
 
 class _SigintFlag:
