@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", default="checkpoints", help="where checkpoints are (default: checkpoints)")
     s.add_argument("--unknown", choices=("error", "skip"), default="error",
                    help="seed characters not in the vocabulary: stop with an error or skip them")
+    s.add_argument("--num-samples", type=int, default=1, metavar="N",
+                   help="generate N independent samples at once (default: 1); live on a terminal, "
+                        "one after another otherwise")
     s.add_argument("--echo-seed", dest="echo", action="store_true", help="print the seed before its continuation")
     _add_fields(s, SampleConfig)
     return p
@@ -84,14 +87,44 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cfg = SampleConfig(**_given(args, SampleConfig)).validate()  # bad options fail before loading
     import_tensorflow_quietly()
     gen = load(args.checkpoint, which=args.which, root=args.root)
+    prefix = args.seed if args.echo else ""
+    if args.num_samples != 1:
+        return _sample_many(gen, args, cfg, prefix)
     out = sys.stdout
-    if args.echo:
-        out.write(args.seed)
+    out.write(prefix)
     for piece in gen.stream(args.seed, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p, cfg.rng_seed, args.unknown):
         out.write(piece)
         out.flush()  # text appears as it is generated
     out.write("\n")
     out.flush()
+    return 0
+
+
+def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, prefix: str) -> int:
+    """N samples generated together: shown growing live on a terminal, printed in turn otherwise."""
+    steps = gen.stream_many(args.seed, args.num_samples, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p,
+                            cfg.rng_seed, args.unknown)
+    texts = [[prefix] for _ in range(args.num_samples)]
+    if sys.stdout.isatty():
+        from rich.console import Console, Group
+        from rich.live import Live
+        from rich.text import Text
+
+        def view():
+            return Group(*(Text(f"--- sample {i + 1} ---\n" + "".join(t)) for i, t in enumerate(texts)))
+
+        with Live(view(), console=Console(), refresh_per_second=12, transient=False) as live:
+            for pieces in steps:
+                for t, p in zip(texts, pieces):
+                    t.append(p)
+                live.update(view())
+        return 0
+    for pieces in steps:
+        for t, p in zip(texts, pieces):
+            t.append(p)
+    for i, t in enumerate(texts):
+        sys.stdout.write(f"--- sample {i + 1} ---\n" + "".join(t) + "\n")
+    sys.stdout.flush()
     return 0
 
 

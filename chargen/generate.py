@@ -96,16 +96,47 @@ class Generator:
 
     def stream(self, seed: str = "", length: int = 500, temperature: float = 0.8, top_k: int = 0,
                top_p: float = 1.0, rng_seed: int | None = None, unknown: str = "error") -> Iterator[str]:
-        """Prime with `seed`, then yield `length` characters one at a time as they are generated."""
+        """Prime with `seed`, then yield `length` characters one at a time as they are generated.
+
+        The state moves on with the text: a later call continues from where this one stopped.
+        """
         cfg = SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
-        rng = np.random.default_rng(cfg.rng_seed)
         self.prime(seed, unknown)
-        logits = self.next_logits()
-        for _ in range(cfg.length):
-            idx = pick(logits[None, :], cfg.temperature, cfg.top_k, cfg.top_p, rng)
-            out, self._state = self.stepper.step(idx, self._state)
-            self._logits = logits = out[0]
+        for idx, logits, state in self._steps(self.next_logits()[None, :], self._state, cfg):
+            self._state, self._logits = state, logits[0]
             yield self.tokenizer.chars[int(idx[0])]
+
+    def stream_many(self, seed: str = "", num_samples: int = 16, length: int = 500, temperature: float = 0.8,
+                    top_k: int = 0, top_p: float = 1.0, rng_seed: int | None = None,
+                    unknown: str = "error") -> Iterator[list[str]]:
+        """`num_samples` independent continuations of one seed, generated together.
+
+        Yields one list of `num_samples` characters per step, as they are generated. The seed is
+        primed once and its state copied to every row; each step then costs little more than a
+        single stream's (at batch 1 reading the weights is the bottleneck, not arithmetic). The
+        Generator's own state is left as it was.
+        """
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ConfigError(f"--num-samples must be a positive integer, got {num_samples!r}")
+        cfg = SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
+        saved = self._state, self._logits
+        try:
+            self.prime(seed, unknown)
+            logits = np.repeat(self.next_logits()[None, :], num_samples, axis=0)
+            state = [(np.repeat(h, num_samples, 0), np.repeat(c, num_samples, 0)) for h, c in self._state]
+        finally:
+            self._state, self._logits = saved
+        chars = self.tokenizer.chars
+        for idx, _, _ in self._steps(logits, state, cfg):
+            yield [chars[i] for i in idx.tolist()]
+
+    def _steps(self, logits: np.ndarray, state: State, cfg: SampleConfig):
+        """Pick a character per row, feed it, repeat: yields (ids, next logits, state) per step."""
+        rng = np.random.default_rng(cfg.rng_seed)
+        for _ in range(cfg.length):
+            idx = pick(logits, cfg.temperature, cfg.top_k, cfg.top_p, rng)
+            logits, state = self.stepper.step(idx, state)
+            yield idx, logits, state
 
     def generate(self, seed: str = "", length: int = 500, **kwargs) -> str:
         return "".join(self.stream(seed, length, **kwargs))

@@ -24,7 +24,9 @@ class NumpyLSTM:
         first_kernel, first_rec, first_bias = layers[0]
         # Embedding and the first layer's input projection fold into one table: id -> 4u pre-activations.
         self.first_table = (embedding @ first_kernel + first_bias).astype(np.float32)
-        self.layers = [(k.astype(np.float32), r.astype(np.float32), b.astype(np.float32)) for k, r, b in layers]
+        self.first_rec = first_rec.astype(np.float32)
+        # Deeper layers: [x, h] @ [kernel; recurrent] is one matrix product instead of two plus an add.
+        self.stacked = [(np.vstack([k, r]).astype(np.float32), b.astype(np.float32)) for k, r, b in layers[1:]]
         self.dense_kernel = dense_kernel.astype(np.float32)
         self.dense_bias = dense_bias.astype(np.float32)
 
@@ -39,9 +41,12 @@ class NumpyLSTM:
         """ids (R,) -> (logits (R, V), new state). Pure: the given state is not modified."""
         new_state = []
         x = None
-        for i, ((kernel, rec, bias), (h, c)) in enumerate(zip(self.layers, state)):
-            z = self.first_table[ids] if i == 0 else x @ kernel + bias
-            z = z + h @ rec
+        for i, (h, c) in enumerate(state):
+            if i == 0:
+                z = self.first_table[ids] + h @ self.first_rec
+            else:
+                stacked, bias = self.stacked[i - 1]
+                z = np.concatenate([x, h], axis=1) @ stacked + bias
             u = h.shape[1]
             i_g = _sigmoid(z[:, :u])
             f_g = _sigmoid(z[:, u:2 * u])

@@ -41,6 +41,10 @@ def test_train_then_sample(tmp_path, small_text):
     assert len(out) == 50
     again = chargen("sample", "--seed", "the ", "--length", 50, "--rng-seed", 3, "--echo-seed", cwd=tmp_path)
     assert again.stdout.rstrip("\n") == "the " + out  # same seed, same text
+    many = chargen("sample", "--seed", "the ", "--length", 20, "--num-samples", 3, "--rng-seed", 1, cwd=tmp_path)
+    assert many.returncode == 0, many.stderr
+    lines = many.stdout.splitlines()
+    assert [l for l in lines if l.startswith("--- sample")] == [f"--- sample {i} ---" for i in (1, 2, 3)]
 
 
 @pytest.mark.parametrize("args, needle", [

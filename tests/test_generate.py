@@ -100,3 +100,22 @@ def test_pick_respects_top_k_and_top_p():
     assert seen_p == {0, 1}  # 0.5 alone is short of 0.75; 0.5 + 0.3 reaches it
     seen_all = {int(pick(logits, 1.0, 0, 1.0, rng)[0]) for _ in range(2000)}
     assert seen_all == {0, 1, 2, 3}
+
+
+def test_stream_many_rows_are_independent_samples_of_the_same_seed(gen):
+    gen.reset()
+    gen.prime("each ")
+    before = gen.state
+    steps = list(gen.stream_many("the ", 5, 40, temperature=1.0, rng_seed=2))
+    assert len(steps) == 40 and all(len(s) == 5 for s in steps)
+    samples = ["".join(s[i] for s in steps) for i in range(5)]
+    assert len(set(samples)) > 1  # different draws per row
+    for (h0, c0), (h1, c1) in zip(before, gen.state):  # the generator's own state is untouched
+        np.testing.assert_array_equal(h0, h1)
+        np.testing.assert_array_equal(c0, c1)
+    # greedy: every row is the same text, and it is what a single stream gives from the same state
+    greedy = list(gen.stream_many("the ", 3, 25, temperature=0))
+    assert all(len(set(s)) == 1 for s in greedy)
+    assert "".join(s[0] for s in greedy) == gen.generate("the ", 25, temperature=0)
+    with pytest.raises(ConfigError, match="--num-samples"):
+        next(gen.stream_many("the ", 0, 5))
