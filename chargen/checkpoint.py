@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -34,6 +35,7 @@ FORMAT = "chargen-checkpoint"
 VERSION = 1
 DEFAULT_ROOT = Path("checkpoints")
 SNAPSHOT_FILES = ("config.json", "tokenizer.json", "weights.npz", "progress.json")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 @dataclass
@@ -49,6 +51,48 @@ class Snapshot:
     progress: dict[str, Any]
     history: list[dict[str, Any]]
     path: Path
+
+
+# ---------------------------------------------------------------- the run folder
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name) or name in (".", ".."):
+        raise ConfigError(f"--name {name!r} must be a plain folder name (letters, digits, '.', '_', '-'), "
+                          "so the checkpoint stays inside the checkpoints folder")
+    return name
+
+
+def default_name(corpus: str | os.PathLike[str]) -> str:
+    stem = Path(str(corpus)).stem if str(corpus) != "-" else "stdin"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip(".-") or "book"
+
+
+def check_writable(run_dir: Path) -> None:
+    """Refuse, creating nothing, a run folder that could not be written (a file in the way, no permission)."""
+    p = run_dir
+    while not os.path.lexists(p) and p != p.parent:  # os.path: False, not an exception, where unreadable
+        p = p.parent
+    if not os.path.isdir(p):
+        raise CheckpointError(f"{p} exists and is not a folder, so {run_dir} cannot be created; "
+                              "choose another --root")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{p}: no permission to write there, so {run_dir} cannot be created; "
+                              "choose another --root")
+
+
+def prepare_run_dir(run_dir: Path, wipe: bool) -> None:
+    check_writable(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise CheckpointError(f"{run_dir}: cannot write checkpoints there ({e.strerror or e}); "
+                              "choose another --root or free space") from None
+    if wipe:
+        for link in ("last", "best"):
+            (run_dir / link).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- writing
@@ -102,20 +146,24 @@ def write_snapshot(run_dir: Path, snap_id: str, files: dict[str, str], arrays: d
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{snap_id}-", dir=snaps))
     try:
         for name, text in files.items():
-            (tmp / name).write_text(text, encoding="utf-8")
+            with open(tmp / name, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
         for name, arrs in arrays.items():
             _save_npz(tmp / name, arrs)
         _fsync_dir(tmp)
-        final = snaps / snap_id
-        if final.exists():
-            shutil.rmtree(final)
+        # Never replace an existing folder: `last` may name it, and it would be gone for a moment.
+        final, n = snaps / snap_id, 1
+        while final.exists() or final.is_symlink():
+            final, n = snaps / f"{snap_id}.{n}", n + 1
         os.replace(tmp, final)
         _fsync_dir(snaps)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for link in point:
-        _point(run_dir / link, Path("snapshots") / snap_id)
+        _point(run_dir / link, Path("snapshots") / final.name)
     _fsync_dir(run_dir)
     _prune(run_dir)
     return final
@@ -223,8 +271,7 @@ def read_snapshot(path: Path, with_training: bool = True) -> Snapshot:
         raise CheckpointError(f"{path}: tokenizer.json has {tokenizer.vocab_size} characters but the model "
                               f"was built for {model.vocab_size}; the files do not belong together")
     progress = _read_json(path / "progress.json")
-    if not isinstance(progress, dict):
-        raise CheckpointError(f"{path / 'progress.json'}: expected a JSON object")
+    _check_progress(progress, path / "progress.json")
     history = []
     hist_path = path / "history.jsonl"
     if hist_path.exists():
@@ -232,10 +279,44 @@ def read_snapshot(path: Path, with_training: bool = True) -> Snapshot:
             history = [json.loads(line) for line in hist_path.read_text(encoding="utf-8").splitlines() if line]
         except (ValueError, OSError) as e:
             raise CheckpointError(f"{hist_path}: corrupted ({e})") from None
-    return Snapshot(model, train, tokenizer, _load_npz(path / "weights.npz"),
+    weights = _load_npz(path / "weights.npz")
+    check_weights(model, weights, path / "weights.npz")
+    return Snapshot(model, train, tokenizer, weights,
                     _load_npz(path / "optimizer.npz", required=False) if with_training else None,
                     _load_npz(path / "train_state.npz", required=False) if with_training else None,
                     progress, history, path)
+
+
+def _check_progress(progress: Any, where: Path) -> None:
+    ok = isinstance(progress, dict) and all(type(progress.get(k)) is int and progress[k] >= 0 for k in ("epoch", "step"))
+    partial = progress.get("partial") if ok else None
+    if not ok or not (partial is None or isinstance(partial, dict) and all(
+            type(partial.get(k)) in (int, float) for k in ("loss_sum", "steps", "seconds"))):
+        raise CheckpointError(f"{where}: corrupted (expected non-negative integers 'epoch' and 'step', "
+                              "and numbers in 'partial')")
+
+
+def weight_shapes(cfg: ModelConfig) -> list[tuple[int, ...]]:
+    """The shapes of get_weights() for a config: embedding, (kernel, recurrent, bias) per layer, dense."""
+    shapes: list[tuple[int, ...]] = [(cfg.vocab_size, cfg.embed)]
+    inputs = cfg.embed
+    for u in cfg.units:
+        shapes += [(inputs, 4 * u), (u, 4 * u), (4 * u,)]
+        inputs = u
+    return shapes + [(inputs, cfg.vocab_size), (cfg.vocab_size,)]
+
+
+def check_weights(cfg: ModelConfig, weights: list[np.ndarray], where: Path) -> None:
+    """Refuse weights that do not fit the config (checked before any model is built) or are not finite floats."""
+    expected, got = weight_shapes(cfg), [tuple(w.shape) for w in weights]
+    if expected != got:
+        raise CheckpointError(f"{where}: the arrays do not fit the model config.json describes (vocabulary "
+                              f"{cfg.vocab_size}, embed {cfg.embed}, units {list(cfg.units)}): expected shapes "
+                              f"{expected}, found {got}; the files do not belong together")
+    for i, w in enumerate(weights):
+        bad = "not floats" if w.dtype.kind != "f" else None if np.isfinite(w).all() else "NaN or Inf values"
+        if bad:
+            raise CheckpointError(f"{where}: array {i} has {bad} ({w.dtype}); the checkpoint is corrupted")
 
 
 def assign_weights(model, weights: list[np.ndarray], where: Path) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import secrets
+import shlex
 import signal
 import sys
 import threading
@@ -25,15 +25,16 @@ from typing import Any, Callable
 import numpy as np
 
 from chargen import checkpoint as ckpt
+from chargen.checkpoint import check_name, default_name
 from chargen.config import ModelConfig, TrainConfig
 from chargen.corpus import read_text
-from chargen.errors import ChargenError, CheckpointError, ConfigError, CorpusError, VocabularyError
+from chargen.errors import ChargenError, CheckpointError, ConfigError, CorpusError, StateError, VocabularyError
 from chargen.model import build_model, get_state, reset_state, set_state
 from chargen.streams import Streams, split
 from chargen.tokenizer import CharTokenizer
 
 LN2 = math.log(2.0)
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+DIVERGED_FACTOR = 100  # a loss above 100 x max(1, ln V) nats (100x worse than guessing) counts as diverged
 
 
 class TrainingInterrupted(ChargenError):
@@ -41,7 +42,7 @@ class TrainingInterrupted(ChargenError):
 
 
 class TrainingDiverged(ChargenError):
-    """The loss became NaN or Inf; the last good checkpoint is kept."""
+    """The loss or the weights became NaN/Inf (or the loss exploded); nothing bad was saved, `last` is kept."""
 
 
 @dataclass
@@ -66,18 +67,6 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     if "units" in model and isinstance(model["units"], (list, int)):
         model["units"] = tuple(model["units"]) if isinstance(model["units"], list) else (model["units"],)
     return model, {k: v for k, v in options.items() if k in t_names}
-
-
-def check_name(name: str) -> str:
-    if not _NAME.match(name) or name in (".", ".."):
-        raise ConfigError(f"--name {name!r} must be a plain folder name (letters, digits, '.', '_', '-'), "
-                          "so the checkpoint stays inside the checkpoints folder")
-    return name
-
-
-def default_name(corpus: str | os.PathLike[str]) -> str:
-    stem = Path(str(corpus)).stem if str(corpus) != "-" else "stdin"
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip(".-") or "book"
 
 
 def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str | os.PathLike[str] = "checkpoints",
@@ -111,6 +100,7 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
         if tcfg.seed is None:
             tcfg = replace(tcfg, seed=secrets.randbelow(2**31))
         mcfg = ModelConfig(**{"vocab_size": 1, **m_opts}).validate()  # vocab set below, from the text
+    ckpt.check_writable(run_dir)  # before reading a large book, and creating nothing
 
     text = read_text(corpus)
     if snap is None:
@@ -125,8 +115,19 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
     train_streams = Streams.from_ids(train_ids, tcfg.batch_size, tcfg.seq_len, "training text")
     val_streams = _val_streams(val_ids, tcfg)
 
-    _prepare_dir(run_dir, overwrite and not resume)
-    return _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say).run()
+    ckpt.prepare_run_dir(run_dir, overwrite and not resume)
+    loop = _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say)
+    loop.resume_command = resume_command(corpus, run_dir)
+    return loop.run()
+
+
+def resume_command(corpus: str | os.PathLike[str], run_dir: Path) -> str:
+    """The command line that continues this run from the folder it was started in."""
+    args = ["chargen", "train", str(corpus), "--name", run_dir.name]
+    if run_dir.parent != ckpt.DEFAULT_ROOT:
+        args += ["--root", str(run_dir.parent)]
+    return " ".join(shlex.quote(a) for a in args + ["--resume"]) + (
+        " (with the same text on stdin)" if str(corpus) == "-" else "")
 
 
 def _resume_configs(snap: ckpt.Snapshot, m_opts: dict, t_opts: dict) -> tuple[ModelConfig, TrainConfig]:
@@ -153,20 +154,6 @@ def _val_streams(val_ids: np.ndarray, tcfg: TrainConfig) -> Streams | None:
     return Streams.from_ids(val_ids, rows, tcfg.seq_len, "validation text")
 
 
-def _prepare_dir(run_dir: Path, wipe: bool) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise CheckpointError(f"{run_dir}: cannot write checkpoints there ({e.strerror or e}); "
-                              "choose another --root or free space") from None
-    if wipe:
-        for link in ("last", "best"):
-            (run_dir / link).unlink(missing_ok=True)
-
-
 class _Loop:
     """One training run: models, optimizer, position in the book, and saving."""
 
@@ -185,10 +172,13 @@ class _Loop:
         self.eval_model = build_model(mcfg, val_streams.batch_size, tcfg.seq_len) if val_streams else None
         self.epoch, self.step, self.history, self.best = 0, 0, [], None
         self.partial = {"loss_sum": 0.0, "steps": 0, "seconds": 0.0}
+        self.saved_at = None  # (epoch, step) of the snapshot `last` names
         if snap is not None:
             self._restore(snap)
         self._train_step, self._eval_step = self._compile(tf)
         self.stop_requested = False
+        self.max_loss = DIVERGED_FACTOR * max(1.0, math.log(mcfg.vocab_size))
+        self.resume_command = f"chargen train BOOK --name {run_dir.name} --resume"
 
     # ------------------------------------------------------------ compiled steps
 
@@ -217,19 +207,28 @@ class _Loop:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> TrainResult:
-        self._write_run_files()
-        with _SigintFlag(self):
-            while self.epoch < self.tcfg.epochs:
+        with _SigintFlag(self):  # before anything is written: a Ctrl-C from here on is saved
+            self._write_run_files()
+            while self.epoch < self.tcfg.epochs and not self.stop_requested:
                 self._train_epoch()
-                if self.stop_requested:
-                    break
-                self._end_epoch()
-        if self.stop_requested:
-            self._save()
-            raise TrainingInterrupted(
-                f"interrupted at epoch {self.epoch + 1}, step {self.step}; saved {self.run_dir}/last. "
-                f"Resume with: chargen train BOOK --name {self.run_dir.name} --resume")
+                if not self.stop_requested:
+                    self._end_epoch()
+            if self.stop_requested and self.epoch < self.tcfg.epochs:  # a Ctrl-C in the last save finished
+                if self.saved_at != (self.epoch, self.step):
+                    self._save()
+                raise TrainingInterrupted(
+                    f"interrupted at epoch {self.epoch + 1}, step {self.step}; saved {self.run_dir}/last. "
+                    f"Resume with: {self.resume_command}")
         return TrainResult(self.run_dir, self.history, self.best)
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        last = self.run_dir / "last"
+        kept = (f"{last} still names the last good snapshot ({os.readlink(last)}), but resuming would "
+                f"diverge again; train again with a lower --lr (now {self.tcfg.lr:g}) and --overwrite, or "
+                "under another --name" if last.is_symlink() else
+                f"nothing was saved; train again with a lower --lr (now {self.tcfg.lr:g})")
+        return TrainingDiverged(f"training diverged: {what} at epoch {self.epoch + 1}, step {self.step}; "
+                                f"stopped without saving it. {kept}")
 
     def _train_epoch(self) -> None:
         from tqdm.auto import tqdm
@@ -246,10 +245,8 @@ class _Loop:
                 t0 = time.perf_counter()
                 loss = float(self._train_step(np.asarray(x, np.int32), np.asarray(y, np.int32)))
                 dt = time.perf_counter() - t0
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss} at epoch {self.epoch + 1}, step {self.step}; stopped, "
-                        f"{self.run_dir}/last keeps the last good checkpoint. Lower --lr or --clip and resume")
+                if not (loss <= self.max_loss):  # NaN too
+                    raise self._diverged(f"the loss became {loss:.4g} nats")
                 self.step += 1
                 self.partial["loss_sum"] += loss
                 self.partial["steps"] += 1
@@ -261,6 +258,8 @@ class _Loop:
         p = self.partial
         train_loss = p["loss_sum"] / max(p["steps"], 1)
         val_loss = self._validate()
+        if val_loss is not None and not (val_loss <= self.max_loss):
+            raise self._diverged(f"the validation loss became {val_loss:.4g} nats")
         record = {
             "epoch": self.epoch + 1, "steps": self.step,
             "train_loss": round(train_loss, 6), "train_bpc": round(train_loss / LN2, 6),
@@ -303,12 +302,20 @@ class _Loop:
                     "num_batches": self.streams.num_batches, "partial": self.partial}
         files = {"config.json": ckpt.config_json(self.mcfg, self.tcfg), "tokenizer.json": self.tokenizer.to_str(),
                  "progress.json": json.dumps(progress, indent=2) + "\n", "history.jsonl": ckpt.history_jsonl(self.history)}
-        arrays = {"weights.npz": self.model.get_weights(),
+        weights = self.model.get_weights()
+        if not all(np.isfinite(w).all() for w in weights):
+            raise self._diverged("the weights became NaN or Inf")
+        arrays = {"weights.npz": weights,
                   "optimizer.npz": [v.numpy() for v in self.optimizer.variables],
                   "train_state.npz": [a for hc in get_state(self.model) for a in hc] + [v.numpy() for v in _rng_vars(self.model)]}
         snap_id = f"e{self.epoch:04d}-s{self.step:06d}"
-        ckpt.write_snapshot(self.run_dir, snap_id, files, arrays, ("last", "best") if best else ("last",))
-        ckpt.write_atomic(self.run_dir / "history.jsonl", files["history.jsonl"])
+        try:
+            ckpt.write_snapshot(self.run_dir, snap_id, files, arrays, ("last", "best") if best else ("last",))
+            self.saved_at = (self.epoch, self.step)
+            ckpt.write_atomic(self.run_dir / "history.jsonl", files["history.jsonl"])
+        except OSError as e:
+            raise CheckpointError(f"{self.run_dir}: could not write snapshot {snap_id} ({e.strerror or e}); "
+                                  "'last' still names the previous one; free space and resume") from None
 
     def _restore(self, snap: ckpt.Snapshot) -> None:
         ckpt.assign_weights(self.model, snap.weights, snap.path)
@@ -318,14 +325,20 @@ class _Loop:
         for v, a in zip(opt_vars, snap.optimizer):
             v.assign(a)
         p = snap.progress
-        self.epoch, self.step, self.best = int(p["epoch"]), int(p["step"]), p.get("best_loss")
+        self.epoch, self.step, self.best = p["epoch"], p["step"], p.get("best_loss")
+        self.saved_at = (self.epoch, self.step)
         self.partial = dict(p.get("partial") or self.partial)
         self.history = list(snap.history)
         if snap.train_state is not None:
-            n = 2 * self.mcfg.layers
+            n, rng_vars = 2 * self.mcfg.layers, _rng_vars(self.model)
             lstm, rng = snap.train_state[:n], snap.train_state[n:]
-            set_state(self.model, [(lstm[i], lstm[i + 1]) for i in range(0, n, 2)])
-            for v, a in zip(_rng_vars(self.model), rng):
+            if len(snap.train_state) != n + len(rng_vars) or [a.shape for a in rng] != [tuple(v.shape) for v in rng_vars]:
+                raise CheckpointError(f"{snap.path}/train_state.npz: does not fit the model; cannot resume exactly")
+            try:
+                set_state(self.model, [(lstm[i], lstm[i + 1]) for i in range(0, n, 2)])
+            except StateError as e:
+                raise CheckpointError(f"{snap.path}/train_state.npz: {e}; cannot resume exactly") from None
+            for v, a in zip(rng_vars, rng):
                 v.assign(a)
 
 
