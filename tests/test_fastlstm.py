@@ -119,7 +119,7 @@ def test_weights_interchangeable_with_the_stock_model():
     # and a model of another batch size (like the sampler's) takes the same weights
     one = build_model(CFG, 1, None, lstm="fast")
     one.set_weights(fast.get_weights())
-    assert NumpyLSTM.from_keras(fast).layers[1][1].shape == (6, 24)
+    assert NumpyLSTM.from_keras(fast).stacked[0][0].shape == (CFG.units[0] + 6, 24)  # [kernel; recurrent]
     # a new stock LSTM's bias initialisation (unit forget bias) is the same
     fresh_ref, fresh_fast = build_model(CFG, B, T), build_model(CFG, B, T, lstm="fast")
     np.testing.assert_array_equal(fresh_fast.get_weights()[3], fresh_ref.get_weights()[3])
