@@ -61,6 +61,16 @@ def test_train_then_sample(tmp_path, small_text):
     (["sample", "--checkpoint", "nope"], "no checkpoint named 'nope'"),
     (["sample", "--temperature", "-1"], "--temperature must be >= 0"),
     (["sample", "--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["train", "short.txt", "--epochs", "0"], "--epochs must be a positive integer"),
+    (["train", "short.txt", "--epochs", "-1"], "--epochs must be a positive integer"),
+    (["train", "short.txt", "--units", "0"], "--units must be a list of positive integers"),
+    (["train", "short.txt", "--units", "24,-3"], "--units must be a list of positive integers"),
+    (["train", "short.txt", "--seq-len", "0"], "--seq-len must be a positive integer"),
+    (["train", "short.txt", "--batch-size", "-1"], "--batch-size must be a positive integer"),
+    (["train", "short.txt", "--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    (["train", "short.txt", "--val-fraction", "0.51"], "--val-fraction must be in [0, 0.5]"),
+    (["sample", "--length", "-1"], "--length must be an integer >= 0"),
+    (["sample", "--top-k", "-1"], "--top-k must be an integer >= 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     (tmp_path / "empty.txt").write_text("")
@@ -71,4 +81,4 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert needle in lines[0]
-    assert not (tmp_path / "checkpoints" / "x").exists()
+    assert not (tmp_path / "checkpoints").exists()  # a refused command writes nothing

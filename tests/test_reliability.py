@@ -391,24 +391,3 @@ def test_full_disk_while_saving_keeps_the_previous_snapshot(tmp_path, small_text
     assert os.listdir(run / "snapshots") == ["e0001-s000000"]  # the half-written one is cleaned up
     monkeypatch.undo()
     assert len(chargen.train(book, root=tmp_path / "ck", resume=True, progress=False).history) == 3
-
-
-# ------------------------------------------------------------------ 6. out-of-range options
-
-@pytest.mark.parametrize("args, needle", [
-    (["train", "short.txt", "--epochs", "0"], "--epochs must be a positive integer"),
-    (["train", "short.txt", "--epochs", "-1"], "--epochs must be a positive integer"),
-    (["train", "short.txt", "--units", "0"], "--units must be a list of positive integers"),
-    (["train", "short.txt", "--units", "24,-3"], "--units must be a list of positive integers"),
-    (["train", "short.txt", "--seq-len", "0"], "--seq-len must be a positive integer"),
-    (["train", "short.txt", "--batch-size", "-1"], "--batch-size must be a positive integer"),
-    (["train", "short.txt", "--dropout", "1.5"], "--dropout must be in [0, 1)"),
-    (["train", "short.txt", "--val-fraction", "0.51"], "--val-fraction must be in [0, 0.5]"),
-    (["sample", "--length", "-1"], "--length must be an integer >= 0"),
-    (["sample", "--top-k", "-1"], "--top-k must be an integer >= 0"),
-])
-def test_out_of_range_options_are_one_line_and_exit_2(tmp_path, args, needle):
-    (tmp_path / "short.txt").write_text("too short for a batch\n")
-    line = one_line(cli(*args, cwd=tmp_path))
-    assert needle in line
-    assert not (tmp_path / "checkpoints").exists()
