@@ -81,7 +81,8 @@ class Generator:
                 shown = ", ".join(repr(c) for c in missing[:20])
                 raise VocabularyError(f"the seed has characters the model never saw: {shown}; "
                                       "remove them or pass --unknown skip")
-            text = "".join(ch for ch in text if ch not in set(missing))
+            drop = set(missing)
+            text = "".join(ch for ch in text if ch not in drop)
         return self.tokenizer.encode(text).astype(np.int32)
 
     def next_logits(self) -> np.ndarray:
