@@ -23,3 +23,15 @@ class StateError(ChargenError, ValueError):
 
 class VocabularyError(ChargenError):
     """Text contains characters the model's vocabulary does not have."""
+
+
+class TrainingInterrupted(ChargenError):
+    """Ctrl-C: a resumable checkpoint was saved at the end of the current step."""
+
+
+class TrainingDiverged(ChargenError):
+    """The loss or the weights became NaN/Inf (or the loss exploded); nothing bad was saved, `last` is kept."""
+
+
+class ExportError(ChargenError):
+    """An export cannot be written where asked (the folder exists, no permission, disk full)."""

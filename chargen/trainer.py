@@ -1,26 +1,19 @@
-"""Training a stateful character LSTM on a whole book.
+"""Training a stateful character LSTM on a whole book: options, the book, resuming.
 
-The loop is written out (not `fit`) because state handling is the point:
-- state is reset at the start of every epoch and nowhere else (`fit` never resets it);
-- validation runs on a separate model of its own with copied weights, so it can never
-  overwrite the training rows' state (`evaluate` on the training model would);
-- batches come in stream order and are never shuffled.
+`train()` checks every option and the checkpoint folder before reading the book, lays the
+book out as `batch_size` contiguous streams, and hands over to `chargen.loop.TrainingLoop`,
+which runs the epochs (state reset at epoch starts only, validation on its own model).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import secrets
 import shlex
-import signal
 import sys
-import threading
-import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -28,32 +21,12 @@ from chargen import checkpoint as ckpt
 from chargen.checkpoint import check_name, default_name
 from chargen.config import ModelConfig, TrainConfig
 from chargen.corpus import read_text
-from chargen.errors import ChargenError, CheckpointError, ConfigError, CorpusError, StateError, VocabularyError
-from chargen.model import build_model, get_state, reset_state, set_state
+from chargen.errors import (CheckpointError, ConfigError, CorpusError, TrainingDiverged,  # noqa: F401 (re-exported)
+                            TrainingInterrupted, VocabularyError)
+from chargen.loop import EpochEnd, TrainResult  # noqa: F401 (re-exported)
+from chargen.loop import TrainingLoop as _Loop
 from chargen.streams import Streams, split
 from chargen.tokenizer import CharTokenizer
-
-LN2 = math.log(2.0)
-DIVERGED_FACTOR = 100  # a loss above 100 x max(1, ln V) nats (100x worse than guessing) counts as diverged
-
-
-class TrainingInterrupted(ChargenError):
-    """Ctrl-C: a resumable checkpoint was saved at the end of the current step."""
-
-
-class TrainingDiverged(ChargenError):
-    """The loss or the weights became NaN/Inf (or the loss exploded); nothing bad was saved, `last` is kept."""
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_loss: float | None = None
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.run_dir
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -71,12 +44,14 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
 def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str | os.PathLike[str] = "checkpoints",
           resume: bool = False, overwrite: bool = False, progress: bool | None = None,
-          log: Callable[[str], None] | None = None, **options: Any) -> TrainResult:
+          log: Callable[[str], None] | None = None,
+          callbacks: Sequence[Callable[[EpochEnd], None]] = (), **options: Any) -> TrainResult:
     """Train on a whole book and write checkpoints to `root/name` (name defaults to the book's stem).
 
     `options` are ModelConfig / TrainConfig fields (epochs=5, units=(256, 256), seed=1, ...).
     With resume=True training continues from `last` exactly where it stopped (only `epochs`
-    may be changed). Returns the run folder and the per-epoch history.
+    may be changed). Each of `callbacks` is called with an `EpochEnd` after every epoch's
+    snapshot is saved. Returns the run folder and the per-epoch history.
     """
     m_opts, t_opts = split_options(options)
     root = Path(root)
@@ -116,7 +91,7 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
     val_streams = _val_streams(val_ids, tcfg)
 
     ckpt.prepare_run_dir(run_dir, overwrite and not resume)
-    loop = _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say)
+    loop = _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say, callbacks)
     loop.resume_command = resume_command(corpus, run_dir)
     return loop.run()
 
@@ -154,217 +129,3 @@ def _val_streams(val_ids: np.ndarray, tcfg: TrainConfig) -> Streams | None:
     return Streams.from_ids(val_ids, rows, tcfg.seq_len, "validation text")
 
 
-class _Loop:
-    """One training run: models, optimizer, position in the book, and saving."""
-
-    def __init__(self, run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say):
-        import keras
-        import tensorflow as tf
-
-        self.run_dir, self.mcfg, self.tcfg, self.tokenizer = run_dir, mcfg, tcfg, tokenizer
-        self.streams, self.val_streams, self.show, self.say = train_streams, val_streams, show, say
-        keras.utils.set_random_seed(tcfg.seed)
-        tf.config.experimental.enable_op_determinism()
-        kernel = tcfg.lstm if tcfg.lstm != "auto" else ("keras" if tf.config.list_physical_devices("GPU") else "fast")
-        self.model = build_model(mcfg, tcfg.batch_size, tcfg.seq_len, lstm=kernel)
-        self.optimizer = keras.optimizers.Adam(learning_rate=tcfg.lr, global_clipnorm=tcfg.clip or None)
-        self.optimizer.build(self.model.trainable_variables)
-        self.eval_model = build_model(mcfg, val_streams.batch_size, tcfg.seq_len) if val_streams else None
-        self.epoch, self.step, self.history, self.best = 0, 0, [], None
-        self.partial = {"loss_sum": 0.0, "steps": 0, "seconds": 0.0}
-        self.saved_at = None  # (epoch, step) of the snapshot `last` names
-        if snap is not None:
-            self._restore(snap)
-        self._train_step, self._eval_step = self._compile(tf)
-        self.stop_requested = False
-        self.max_loss = DIVERGED_FACTOR * max(1.0, math.log(mcfg.vocab_size))
-        self.resume_command = f"chargen train BOOK --name {run_dir.name} --resume"
-
-    # ------------------------------------------------------------ compiled steps
-
-    def _compile(self, tf):
-        model, opt, evm = self.model, self.optimizer, self.eval_model
-        spec = tf.TensorSpec((self.tcfg.batch_size, self.tcfg.seq_len), tf.int32)
-
-        def loss_of(m, x, y, training):
-            logits = m(x, training=training)
-            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-
-        @tf.function(input_signature=[spec, spec])
-        def train_step(x, y):
-            with tf.GradientTape() as tape:
-                loss = loss_of(model, x, y, True)
-            grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply(grads, model.trainable_variables)
-            return loss
-
-        eval_step = None
-        if evm is not None:
-            vspec = tf.TensorSpec((self.val_streams.batch_size, self.tcfg.seq_len), tf.int32)
-            eval_step = tf.function(lambda x, y: loss_of(evm, x, y, False), input_signature=[vspec, vspec])
-        return train_step, eval_step
-
-    # ------------------------------------------------------------ the loop
-
-    def run(self) -> TrainResult:
-        with _SigintFlag(self):  # before anything is written: a Ctrl-C from here on is saved
-            self._write_run_files()
-            while self.epoch < self.tcfg.epochs and not self.stop_requested:
-                self._train_epoch()
-                if not self.stop_requested:
-                    self._end_epoch()
-            if self.stop_requested and self.epoch < self.tcfg.epochs:  # a Ctrl-C in the last save finished
-                if self.saved_at != (self.epoch, self.step):
-                    self._save()
-                raise TrainingInterrupted(
-                    f"interrupted at epoch {self.epoch + 1}, step {self.step}; saved {self.run_dir}/last. "
-                    f"Resume with: {self.resume_command}")
-        return TrainResult(self.run_dir, self.history, self.best)
-
-    def _diverged(self, what: str) -> TrainingDiverged:
-        last = self.run_dir / "last"
-        kept = (f"{last} still names the last good snapshot ({os.readlink(last)}), but resuming would "
-                f"diverge again; train again with a lower --lr (now {self.tcfg.lr:g}) and --overwrite, or "
-                "under another --name" if last.is_symlink() else
-                f"nothing was saved; train again with a lower --lr (now {self.tcfg.lr:g})")
-        return TrainingDiverged(f"training diverged: {what} at epoch {self.epoch + 1}, step {self.step}; "
-                                f"stopped without saving it. {kept}")
-
-    def _train_epoch(self) -> None:
-        from tqdm.auto import tqdm
-
-        if self.step == 0:
-            reset_state(self.model)  # the start of every epoch, and nowhere else
-        n, chars = self.streams.num_batches, self.streams.batch_size * self.streams.seq_len
-        bar = tqdm(total=n, initial=self.step, desc=f"epoch {self.epoch + 1}/{self.tcfg.epochs}",
-                   disable=not self.show, unit="step", leave=True, dynamic_ncols=True)
-        t_start = time.perf_counter()
-        with bar:
-            while self.step < n and not self.stop_requested:
-                x, y = self.streams.batch(self.step)
-                t0 = time.perf_counter()
-                loss = float(self._train_step(np.asarray(x, np.int32), np.asarray(y, np.int32)))
-                dt = time.perf_counter() - t0
-                if not (loss <= self.max_loss):  # NaN too
-                    raise self._diverged(f"the loss became {loss:.4g} nats")
-                self.step += 1
-                self.partial["loss_sum"] += loss
-                self.partial["steps"] += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", bpc=f"{loss / LN2:.3f}", cps=f"{chars / dt:,.0f}", refresh=False)
-        self.partial["seconds"] += time.perf_counter() - t_start
-
-    def _end_epoch(self) -> None:
-        p = self.partial
-        train_loss = p["loss_sum"] / max(p["steps"], 1)
-        val_loss = self._validate()
-        if val_loss is not None and not (val_loss <= self.max_loss):
-            raise self._diverged(f"the validation loss became {val_loss:.4g} nats")
-        record = {
-            "epoch": self.epoch + 1, "steps": self.step,
-            "train_loss": round(train_loss, 6), "train_bpc": round(train_loss / LN2, 6),
-            "val_loss": None if val_loss is None else round(val_loss, 6),
-            "val_bpc": None if val_loss is None else round(val_loss / LN2, 6),
-            "chars_per_sec": round(p["steps"] * self.streams.batch_size * self.streams.seq_len / max(p["seconds"], 1e-9), 1),
-            "seconds": round(p["seconds"], 2),
-        }
-        self.history.append(record)
-        score = val_loss if val_loss is not None else train_loss
-        improved = self.best is None or score < self.best
-        if improved:
-            self.best = score
-        self.epoch, self.step = self.epoch + 1, 0
-        self.partial = {"loss_sum": 0.0, "steps": 0, "seconds": 0.0}
-        self._save(best=improved)
-        val_txt = "" if val_loss is None else f"  val {val_loss:.4f} nats ({val_loss / LN2:.3f} bpc)"
-        self.say(f"epoch {record['epoch']}: train {train_loss:.4f} nats ({train_loss / LN2:.3f} bpc){val_txt}"
-                 f"  {record['chars_per_sec']:,.0f} chars/s{'  *best' if improved else ''}")
-
-    def _validate(self) -> float | None:
-        """Mean loss over the validation streams, carried state, on the separate eval model."""
-        if self.eval_model is None:
-            return None
-        self.eval_model.set_weights(self.model.get_weights())
-        reset_state(self.eval_model)
-        total = 0.0
-        for x, y in self.val_streams:
-            total += float(self._eval_step(np.asarray(x, np.int32), np.asarray(y, np.int32)))
-        return total / self.val_streams.num_batches
-
-    # ------------------------------------------------------------ checkpoints
-
-    def _write_run_files(self) -> None:
-        ckpt.write_atomic(self.run_dir / "config.json", ckpt.config_json(self.mcfg, self.tcfg))
-        ckpt.write_atomic(self.run_dir / "tokenizer.json", self.tokenizer.to_str())
-
-    def _save(self, best: bool = False) -> None:
-        progress = {"epoch": self.epoch, "step": self.step, "best_loss": self.best,
-                    "num_batches": self.streams.num_batches, "partial": self.partial}
-        files = {"config.json": ckpt.config_json(self.mcfg, self.tcfg), "tokenizer.json": self.tokenizer.to_str(),
-                 "progress.json": json.dumps(progress, indent=2) + "\n", "history.jsonl": ckpt.history_jsonl(self.history)}
-        weights = self.model.get_weights()
-        if not all(np.isfinite(w).all() for w in weights):
-            raise self._diverged("the weights became NaN or Inf")
-        arrays = {"weights.npz": weights,
-                  "optimizer.npz": [v.numpy() for v in self.optimizer.variables],
-                  "train_state.npz": [a for hc in get_state(self.model) for a in hc] + [v.numpy() for v in _rng_vars(self.model)]}
-        snap_id = f"e{self.epoch:04d}-s{self.step:06d}"
-        try:
-            ckpt.write_snapshot(self.run_dir, snap_id, files, arrays, ("last", "best") if best else ("last",))
-            self.saved_at = (self.epoch, self.step)
-            ckpt.write_atomic(self.run_dir / "history.jsonl", files["history.jsonl"])
-        except OSError as e:
-            raise CheckpointError(f"{self.run_dir}: could not write snapshot {snap_id} ({e.strerror or e}); "
-                                  "'last' still names the previous one; free space and resume") from None
-
-    def _restore(self, snap: ckpt.Snapshot) -> None:
-        ckpt.assign_weights(self.model, snap.weights, snap.path)
-        opt_vars = self.optimizer.variables
-        if snap.optimizer is None or [v.shape for v in snap.optimizer] != [tuple(v.shape) for v in opt_vars]:
-            raise CheckpointError(f"{snap.path}: optimizer state is missing or does not fit; cannot resume exactly")
-        for v, a in zip(opt_vars, snap.optimizer):
-            v.assign(a)
-        p = snap.progress
-        self.epoch, self.step, self.best = p["epoch"], p["step"], p.get("best_loss")
-        self.saved_at = (self.epoch, self.step)
-        self.partial = dict(p.get("partial") or self.partial)
-        self.history = list(snap.history)
-        if snap.train_state is not None:
-            n, rng_vars = 2 * self.mcfg.layers, _rng_vars(self.model)
-            lstm, rng = snap.train_state[:n], snap.train_state[n:]
-            if len(snap.train_state) != n + len(rng_vars) or [a.shape for a in rng] != [tuple(v.shape) for v in rng_vars]:
-                raise CheckpointError(f"{snap.path}/train_state.npz: does not fit the model; cannot resume exactly")
-            try:
-                set_state(self.model, [(lstm[i], lstm[i + 1]) for i in range(0, n, 2)])
-            except StateError as e:
-                raise CheckpointError(f"{snap.path}/train_state.npz: {e}; cannot resume exactly") from None
-            for v, a in zip(rng_vars, rng):
-                v.assign(a)
-
-
-def _rng_vars(model) -> list:
-    """Dropout seed-generator states: not in get_weights(), but needed for an exact resume.
-
-    Only the Dropout layers' (the stock LSTM has an unused one of its own, FastLSTM none), so a
-    run can be resumed with the other LSTM kernel."""
-    return [layer.seed_generator.state for layer in model.layers if layer.name.startswith("dropout_")]
-
-
-class _SigintFlag:
-    """Turn the first Ctrl-C into a flag checked after each step; a second one stops at once."""
-
-    def __init__(self, loop: _Loop):
-        self.loop, self.prev = loop, None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            def handler(signum, frame):
-                self.loop.stop_requested = True
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-            self.prev = signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self.prev is not None:
-            signal.signal(signal.SIGINT, self.prev)
-        return False

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import chargen
+from chargen import loop as loop_mod
 from chargen import trainer as train_mod
 from chargen.errors import CheckpointError, ConfigError
 from chargen.model import get_state
@@ -50,7 +51,7 @@ def _loop(tmp_path, small_text, **over):
 
 def test_state_reset_at_each_epoch_start_and_nowhere_else(tmp_path, small_text, monkeypatch):
     calls = []
-    real_reset = train_mod.reset_state
+    real_reset = loop_mod.reset_state
     holder = {}
 
     def spy(model):
@@ -64,7 +65,7 @@ def test_state_reset_at_each_epoch_start_and_nowhere_else(tmp_path, small_text, 
         holder["loop"] = self
         orig_init(self, *a, **k)
 
-    monkeypatch.setattr(train_mod, "reset_state", spy)
+    monkeypatch.setattr(loop_mod, "reset_state", spy)
     monkeypatch.setattr(train_mod._Loop, "__init__", init)
     _loop(tmp_path, small_text, epochs=3)
     train_resets = [(e, s) for is_train, e, s in calls if is_train]
