@@ -65,7 +65,10 @@ class TrainConfig:
     epochs: int = _opt(10, "passes over the training text")
     batch_size: int = _opt(32, "parallel contiguous streams (rows of each batch)")
     seq_len: int = _opt(64, "characters per stream per step (truncated backprop length)")
-    lr: float = _opt(2e-3, "Adam learning rate")
+    lr: float = _opt(2e-3, "Adam learning rate (the peak, with --lr-decay cosine)")
+    lr_decay: str = _opt("none", "learning-rate schedule over the whole run: none (constant) or cosine "
+                                 "(from --lr down to --lr x --lr-final at the last step)")
+    lr_final: float = _opt(0.1, "with --lr-decay cosine: the last step's learning rate as a fraction of --lr, in [0, 1]")
     clip: float = _opt(5.0, "clip gradients to this global norm (0 = off)")
     val_fraction: float = _opt(0.1, "fraction of the text held out at its end for validation, in [0, 0.5]")
     seed: int | None = _opt(None, "random seed; the same seed gives the same run (default: a random one, recorded)")
@@ -77,6 +80,8 @@ class TrainConfig:
             _positive_int(name, getattr(self, name))
         _require(_is_real(self.lr) and self.lr > 0, "lr", self.lr, "a positive number")
         _require(_is_real(self.clip) and self.clip >= 0, "clip", self.clip, "a number >= 0")
+        _require(self.lr_decay in ("none", "cosine"), "lr_decay", self.lr_decay, "one of none, cosine")
+        _require(_is_real(self.lr_final) and 0 <= self.lr_final <= 1, "lr_final", self.lr_final, "in [0, 1]")
         _require(_is_real(self.val_fraction) and 0.0 <= self.val_fraction <= 0.5,
                  "val_fraction", self.val_fraction, "in [0, 0.5]")
         _require(self.lstm in ("auto", "fast", "keras"), "lstm", self.lstm, "one of auto, fast, keras")

@@ -100,8 +100,12 @@ class TrainingLoop:
             logits = m(x, training=training)
             return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
 
+        lr_at = self._lr_schedule(tf)
+
         @tf.function(input_signature=[spec, spec])
         def train_step(x, y):
+            if lr_at is not None:  # from the optimizer's own step count, which a resume restores
+                opt.learning_rate.assign(lr_at(opt.iterations))
             with tf.GradientTape() as tape:
                 loss = loss_of(model, x, y, True)
             grads = tape.gradient(loss, model.trainable_variables)
@@ -113,6 +117,22 @@ class TrainingLoop:
             vspec = tf.TensorSpec((self.val_streams.batch_size, self.tcfg.seq_len), tf.int32)
             eval_step = tf.function(lambda x, y: loss_of(evm, x, y, False), input_signature=[vspec, vspec])
         return train_step, eval_step
+
+    def _lr_schedule(self, tf):
+        """Cosine decay from --lr to --lr x --lr-final over all of this run's steps (None: constant).
+
+        Counted over the whole run (epochs x batches), so a resume with the same --epochs follows
+        the same curve; changing --epochs on resume stretches what is left of it.
+        """
+        t = self.tcfg
+        if t.lr_decay == "none":
+            return None
+        total = float(max(t.epochs * self.streams.num_batches - 1, 1))
+
+        def lr_at(iterations):
+            progress = tf.minimum(tf.cast(iterations, tf.float32) / total, 1.0)
+            return t.lr * (t.lr_final + (1.0 - t.lr_final) * 0.5 * (1.0 + tf.cos(math.pi * progress)))
+        return lr_at
 
     # ------------------------------------------------------------ the loop
 
@@ -177,6 +197,7 @@ class TrainingLoop:
             "val_bpc": None if val_loss is None else round(val_loss / LN2, 6),
             "chars_per_sec": round(p["steps"] * self.streams.batch_size * self.streams.seq_len / max(p["seconds"], 1e-9), 1),
             "seconds": round(p["seconds"], 2),
+            "lr": float(self.optimizer.learning_rate.numpy()),  # the epoch's last step's
         }
         self.history.append(record)
         score = val_loss if val_loss is not None else train_loss

@@ -99,12 +99,23 @@ def test_existing_run_is_not_overwritten_without_asking(trained_run, small_text)
         chargen.train(book, root=run.parent, progress=False, resume=True, epochs=3, units=(8,))
 
 
-def test_resume_continues_and_matches_one_long_run(tmp_path, small_text):
+class _Stop(Exception):
+    pass
+
+
+def _stop_after_first_epoch(info):
+    if info.epoch == 1:
+        raise _Stop  # after the epoch's snapshot was saved: like a crash between epochs
+
+
+@pytest.mark.parametrize("lr_decay", ["none", "cosine"])
+def test_resume_continues_and_matches_one_long_run(tmp_path, small_text, lr_decay):
     book = tmp_path / "book.txt"
     book.write_text(small_text, encoding="utf-8")
-    opts = dict(progress=False, seed=11, dropout=0.1, **TINY)
+    opts = dict(progress=False, seed=11, dropout=0.1, lr_decay=lr_decay, **TINY)
     one = chargen.train(book, root=tmp_path / "a", epochs=2, **opts)
-    chargen.train(book, root=tmp_path / "b", epochs=1, **opts)
+    with pytest.raises(_Stop):
+        chargen.train(book, root=tmp_path / "b", epochs=2, callbacks=[_stop_after_first_epoch], **opts)
     two = chargen.train(book, root=tmp_path / "b", epochs=2, resume=True, progress=False)
     assert [h["train_loss"] for h in one.history] == [h["train_loss"] for h in two.history]
     assert [h["val_loss"] for h in one.history] == [h["val_loss"] for h in two.history]
@@ -120,3 +131,16 @@ def test_names_cannot_escape_the_checkpoint_root(tmp_path, small_text, name):
     book.write_text(small_text, encoding="utf-8")
     with pytest.raises(ConfigError, match="plain folder name"):
         chargen.train(book, root=tmp_path / "ck", name=name, progress=False, **TINY)
+
+
+def test_cosine_lr_decay_reaches_lr_final_at_the_last_step(tmp_path, small_text):
+    loop = _loop(tmp_path, small_text, lr=0.01, lr_decay="cosine", lr_final=0.2)
+    n = loop.streams.num_batches
+    lrs = [h["lr"] for h in loop.history]
+    # after epoch 1 of 2 the cosine is a little past half way; at the end it is exactly lr x lr_final
+    expected_mid = 0.01 * (0.2 + 0.8 * 0.5 * (1 + np.cos(np.pi * (n - 1) / (2 * n - 1))))
+    assert lrs[0] == pytest.approx(expected_mid, rel=1e-5)
+    assert lrs[1] == pytest.approx(0.01 * 0.2, rel=1e-5)
+    (tmp_path / "c").mkdir()
+    constant = _loop(tmp_path / "c", small_text, lr=0.01)
+    assert [h["lr"] for h in constant.history] == pytest.approx([0.01, 0.01])
