@@ -20,7 +20,7 @@ from chargen import checkpoint as ckpt
 from chargen.config import ModelConfig, SampleConfig
 from chargen.errors import ConfigError, VocabularyError
 from chargen.model import State, build_model, check_state, get_state, set_state, state_shapes
-from chargen.sampling import NumpyLSTM, pick
+from chargen.sampling import NumpyLSTM, make_stepper, pick
 from chargen.tokenizer import CharTokenizer
 
 
@@ -32,7 +32,7 @@ class Generator:
         self.config, self.tokenizer, self.source = model_config, tokenizer, source
         self.model = build_model(model_config, batch_size=1, seq_len=None)
         ckpt.assign_weights(self.model, weights, source or Path("<weights>"))
-        self.stepper = NumpyLSTM.from_keras(self.model)
+        self.stepper = make_stepper(NumpyLSTM.from_keras(self.model))  # two threads where two cores are ours
         self._state = self.zero_state()
         self._logits: np.ndarray | None = None  # distribution over the next character, if known
 

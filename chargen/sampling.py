@@ -7,6 +7,8 @@ TensorFlow call. The same code steps many rows at once (one per sample) for litt
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 State = list[tuple[np.ndarray, np.ndarray]]
@@ -57,6 +59,24 @@ class NumpyLSTM:
             new_state.append((h, c))
             x = h
         return x @ self.dense_kernel + self.dense_bias, new_state
+
+
+def step_threads() -> int:
+    """Threads for the per-character step: 2 where two cores are ours, else 1 (CHARGEN_THREADS overrides)."""
+    wanted = os.environ.get("CHARGEN_THREADS", "")
+    if wanted.strip() in ("1", "2"):
+        return int(wanted)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 2 if cores >= 2 else 1
+
+
+def make_stepper(lstm: NumpyLSTM, threads: int | None = None):
+    """`lstm` itself on one thread, or the same step split over two (chargen.twothreads)."""
+    if (threads or step_threads()) < 2 or min([lstm.first_rec.shape[0]] + [k.shape[1] // 4 for k, _ in lstm.stacked]) < 2:
+        return lstm
+    from chargen.twothreads import TwoThreadLSTM
+
+    return TwoThreadLSTM(lstm.first_table, lstm.first_rec, lstm.stacked, lstm.dense_kernel, lstm.dense_bias)
 
 
 def pick(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> np.ndarray:
