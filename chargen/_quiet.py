@@ -7,8 +7,13 @@ restores it. Library users who import chargen directly are left alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
+from typing import Iterator
+
+from chargen.errors import ChargenError
 
 
 def import_tensorflow_quietly() -> None:
@@ -27,3 +32,26 @@ def import_tensorflow_quietly() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+@contextlib.contextmanager
+def native_stderr_hidden() -> Iterator[None]:
+    """Hide what native code writes on file descriptor 2 (the TFLite converter's and interpreter's
+    log lines) while the block runs. If a bug (not a ChargenError) escapes, the hidden text is
+    replayed after it, so nothing of a bug report is lost."""
+    sys.stderr.flush()
+    saved, replay = os.dup(2), False
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException as e:
+            replay = not isinstance(e, (ChargenError, KeyboardInterrupt))
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if replay:
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode("utf-8", "replace"))
