@@ -1,6 +1,7 @@
 """Reading and encoding a big book: time and peak memory.
 
     python benchmarks/big_book.py --mb 100
+    python benchmarks/big_book.py --mb 10 --tokenizer bpe --vocab-size 512
 
 Builds a text of about --mb megabytes in a temp dir (tinyshakespeare repeated, plus a few
 non-ASCII characters so the decode is not ASCII-only), then times read_text, building the
@@ -30,12 +31,14 @@ def peak_mb() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=int, default=100)
+    ap.add_argument("--tokenizer", choices=("char", "bpe"), default="char")
+    ap.add_argument("--vocab-size", type=int, default=512, help="with --tokenizer bpe")
     args = ap.parse_args()
     import numpy as np
 
     from chargen.corpus import read_text
     from chargen.streams import Streams, split
-    from chargen.tokenizer import CharTokenizer
+    from chargen.tokenizer import build_tokenizer
 
     base = SHAKESPEARE.read_text(encoding="utf-8") + "\nÉté — naïve café 中文 😀\n"
     with tempfile.TemporaryDirectory() as d:
@@ -52,7 +55,7 @@ def main() -> None:
         text = read_text(book)
         t_read = time.perf_counter() - t0
         t0 = time.perf_counter()
-        tok = CharTokenizer.from_text(text)
+        tok = build_tokenizer(args.tokenizer, text, args.vocab_size)  # char: the distinct characters; bpe: + merges
         t_vocab = time.perf_counter() - t0
         t0 = time.perf_counter()
         ids = tok.encode(text)
@@ -63,7 +66,8 @@ def main() -> None:
         s = Streams.from_ids(tr, 64, 128)
         view = np.shares_memory(s.batch(5)[0], ids)
     total = t_read + t_vocab + t_encode
-    print(f"book: {size / 1e6:.1f} MB, {n_chars:,} characters, vocabulary {tok.vocab_size}")
+    print(f"book: {size / 1e6:.1f} MB, {n_chars:,} characters, {args.tokenizer} vocabulary {tok.vocab_size}, "
+          f"{len(ids):,} tokens")
     print(f"read_text {t_read:.2f} s   vocabulary {t_vocab:.2f} s   encode {t_encode:.2f} s   total {total:.2f} s "
           f"(target < 20 s: {total / 20:.2f} of it)")
     print(f"peak RSS {peak_mb():.0f} MB (before reading: {start_rss:.0f} MB; target < 1,500 MB: "

@@ -29,7 +29,7 @@ import numpy as np
 
 from chargen.config import ModelConfig, TrainConfig, from_dict, to_dict
 from chargen.errors import CheckpointError, ConfigError
-from chargen.tokenizer import CharTokenizer
+from chargen.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT = "chargen-checkpoint"
 VERSION = 1
@@ -44,7 +44,7 @@ class Snapshot:
 
     model: ModelConfig
     train: TrainConfig
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     weights: list[np.ndarray]
     optimizer: list[np.ndarray] | None
     train_state: list[np.ndarray] | None
@@ -266,10 +266,10 @@ def read_config(path: Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
 
 def read_snapshot(path: Path, with_training: bool = True) -> Snapshot:
     model, train, _ = read_config(path / "config.json")
-    tokenizer = CharTokenizer.load(path / "tokenizer.json")
-    if tokenizer.vocab_size != model.vocab_size:
-        raise CheckpointError(f"{path}: tokenizer.json has {tokenizer.vocab_size} characters but the model "
-                              f"was built for {model.vocab_size}; the files do not belong together")
+    tokenizer = load_tokenizer(path / "tokenizer.json")  # a char or a BPE vocabulary, by its model type
+    if tokenizer.vocab_size != model.vocab_size or tokenizer.kind != train.tokenizer:
+        raise CheckpointError(f"{path}: tokenizer.json has {tokenizer.vocab_size} tokens ({tokenizer.kind}) but the "
+                              f"model was built for {model.vocab_size} ({train.tokenizer}); the files do not belong together")
     progress = _read_json(path / "progress.json")
     _check_progress(progress, path / "progress.json")
     history = []

@@ -2,8 +2,9 @@
 
 A model trained with batch B cannot take batch 1 (its state variables are (B, units)), so the
 Generator builds a batch-size-1 copy of the network, copies the weights in, and primes its
-state with the whole seed in one call. After that it feeds one character at a time. The
-per-character steps run in numpy on the same weights (see `NumpyLSTM`): at batch 1 a step is
+state with the whole seed in one call. After that it feeds one token at a time: a character,
+or with a BPE vocabulary (`--tokenizer bpe`) a piece of text such as " the". The per-token
+steps run in numpy on the same weights (see `NumpyLSTM`): at batch 1 a step is
 a few matrix-vector products, and skipping TensorFlow's per-call overhead makes it several
 times faster. Both paths agree to ~1e-6 (tested).
 """
@@ -21,20 +22,20 @@ from chargen.config import ModelConfig, SampleConfig
 from chargen.errors import ConfigError, VocabularyError
 from chargen.model import State, build_model, check_state, get_state, set_state, state_shapes
 from chargen.sampling import NumpyLSTM, make_stepper, pick
-from chargen.tokenizer import CharTokenizer
+from chargen.tokenizer import Tokenizer
 
 
 class Generator:
     """A batch-size-1 stateful model that continues text. Holds one (h, c) per LSTM layer."""
 
-    def __init__(self, model_config: ModelConfig, weights: list[np.ndarray], tokenizer: CharTokenizer,
+    def __init__(self, model_config: ModelConfig, weights: list[np.ndarray], tokenizer: Tokenizer,
                  source: Path | None = None):
         self.config, self.tokenizer, self.source = model_config, tokenizer, source
         self.model = build_model(model_config, batch_size=1, seq_len=None)
         ckpt.assign_weights(self.model, weights, source or Path("<weights>"))
         self.stepper = make_stepper(NumpyLSTM.from_keras(self.model))  # two threads where two cores are ours
         self._state = self.zero_state()
-        self._logits: np.ndarray | None = None  # distribution over the next character, if known
+        self._logits: np.ndarray | None = None  # distribution over the next token, if known
 
     # ------------------------------------------------------------ state
 
@@ -60,8 +61,9 @@ class Generator:
     def prime(self, text: str, unknown: str = "error") -> np.ndarray | None:
         """Run the text through the batch-1 model in one call, from the current state.
 
-        Returns the logits for the character after it (None for an empty text). `unknown`
-        is "error" (default) or "skip" for characters not in the vocabulary.
+        Returns the logits for the token after it (None for an empty text). `unknown`
+        is "error" (default) or "skip" for characters not in the vocabulary (with BPE: not in its
+        alphabet, the characters of the book it was trained on).
         """
         ids = self._encode(text, unknown)
         if len(ids) == 0:
@@ -86,10 +88,11 @@ class Generator:
         return self.tokenizer.encode(text).astype(np.int32)
 
     def next_logits(self) -> np.ndarray:
-        """Logits over the next character. From zero state with nothing primed, a newline is fed first."""
+        """Logits over the next token. From zero state with nothing primed, a newline token is fed first."""
         if self._logits is None:
-            start = "\n" if "\n" in self.tokenizer.chars else self.tokenizer.chars[0]
-            logits, self._state = self.stepper.step(np.array([self.tokenizer.chars.index(start)]), self._state)
+            tokens = self.tokenizer.tokens
+            start = tokens.index("\n") if "\n" in tokens else 0
+            logits, self._state = self.stepper.step(np.array([start]), self._state)
             self._logits = logits[0]
         return self._logits
 
@@ -97,22 +100,28 @@ class Generator:
 
     def stream(self, seed: str = "", length: int = 500, temperature: float = 0.8, top_k: int = 0,
                top_p: float = 1.0, rng_seed: int | None = None, unknown: str = "error") -> Iterator[str]:
-        """Prime with `seed`, then yield `length` characters one at a time as they are generated.
+        """Prime with `seed`, then yield the text of each token as it is generated, `length` characters in all.
 
-        The state moves on with the text: a later call continues from where this one stopped.
+        With the char tokenizer each piece is one character and there are exactly `length`. With
+        BPE a piece is a token's text (" the", "ing", ":\n"), and generation stops with the token
+        that reaches `length` characters, so the text can run over by a few characters (less
+        than the longest token). The state moves on with the text: a later call continues from
+        where this one stopped.
         """
         cfg = SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
         self.prime(seed, unknown)
-        for idx, logits, state in self._steps(self.next_logits()[None, :], self._state, cfg):
+        tokens = self.tokenizer.tokens
+        for idx, _, logits, state in self._steps(self.next_logits()[None, :], self._state, cfg):
             self._state, self._logits = state, logits[0]
-            yield self.tokenizer.chars[int(idx[0])]
+            yield tokens[int(idx[0])]
 
     def stream_many(self, seed: str = "", num_samples: int = 16, length: int = 500, temperature: float = 0.8,
                     top_k: int = 0, top_p: float = 1.0, rng_seed: int | None = None,
                     unknown: str = "error") -> Iterator[list[str]]:
         """`num_samples` independent continuations of one seed, generated together.
 
-        Yields one list of `num_samples` characters per step, as they are generated. The seed is
+        Yields one list of `num_samples` pieces of text per step (characters, or token texts with
+        BPE; a sample that already has `length` characters gets "" while others catch up). The seed is
         primed once and its state copied to every row; each step then costs little more than a
         single stream's (at batch 1 reading the weights is the bottleneck, not arithmetic). The
         Generator's own state is left as it was.
@@ -127,17 +136,25 @@ class Generator:
             state = [(np.repeat(h, num_samples, 0), np.repeat(c, num_samples, 0)) for h, c in self._state]
         finally:
             self._state, self._logits = saved
-        chars = self.tokenizer.chars
-        for idx, _, _ in self._steps(logits, state, cfg):
-            yield [chars[i] for i in idx.tolist()]
+        tokens = self.tokenizer.tokens
+        for idx, live, _, _ in self._steps(logits, state, cfg):
+            yield [tokens[i] if on else "" for i, on in zip(idx.tolist(), live.tolist())]
 
     def _steps(self, logits: np.ndarray, state: State, cfg: SampleConfig):
-        """Pick a character per row, feed it, repeat: yields (ids, next logits, state) per step."""
+        """Pick a token per row, feed it, repeat until every row has `cfg.length` characters.
+
+        Yields (ids, rows still short of `length` before this step, next logits, state) per step.
+        With one character per token that is exactly `length` steps.
+        """
         rng = np.random.default_rng(cfg.rng_seed)
-        for _ in range(cfg.length):
+        token_lengths = self.tokenizer.token_lengths
+        have = np.zeros(len(logits), np.int64)  # characters generated so far, per row
+        while (have < cfg.length).any():
+            live = have < cfg.length
             idx = pick(logits, cfg.temperature, cfg.top_k, cfg.top_p, rng)
+            have += np.where(live, token_lengths[idx], 0)
             logits, state = self.stepper.step(idx, state)
-            yield idx, logits, state
+            yield idx, live, logits, state
 
     def generate(self, seed: str = "", length: int = 500, **kwargs) -> str:
         return "".join(self.stream(seed, length, **kwargs))

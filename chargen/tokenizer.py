@@ -1,8 +1,13 @@
-"""One token per Unicode character, as a Hugging Face `tokenizers` vocabulary.
+"""One token per Unicode character, as a Hugging Face `tokenizers` vocabulary; and choosing a tokenizer.
 
 The Hugging Face tokenizer is what we save (`tokenizer.json`) and what decodes. Encoding a
 whole book goes through a numpy lookup table instead: code points -> ids in one vectorised
 step, which keeps a 100 MB book to a few compact arrays instead of a Python list of ints.
+
+`build_tokenizer` makes the kind `--tokenizer` asks for (this one, or `chargen.bpe.BpeTokenizer`)
+and `load_tokenizer` reads either back from tokenizer.json by its model type. Both classes have
+the same interface: vocab_size, tokens (the text of token i), token_lengths, encode, decode,
+count_chars, unknown_chars, id_dtype, to_str/from_str, save/load.
 """
 
 from __future__ import annotations
@@ -10,10 +15,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from chargen.errors import CheckpointError, VocabularyError
+from chargen.errors import CheckpointError, ConfigError, VocabularyError
+
+if TYPE_CHECKING:
+    from chargen.bpe import BpeTokenizer
 
 # Every single code point is one pre-token; "." alone does not match a newline.
 _ONE_CHAR = ".|\n"
@@ -25,6 +34,8 @@ def _codepoints(text: str) -> np.ndarray:
 
 class CharTokenizer:
     """Maps each character of a fixed vocabulary to an id (ids sorted by code point)."""
+
+    kind = "char"
 
     def __init__(self, chars: list[str]):
         from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -52,6 +63,19 @@ class CharTokenizer:
     @property
     def vocab_size(self) -> int:
         return len(self.chars)
+
+    @property
+    def tokens(self) -> list[str]:
+        """The text of token i (one character each); the same list as `chars`."""
+        return self.chars
+
+    @property
+    def token_lengths(self) -> np.ndarray:
+        return np.ones(self.vocab_size, np.int64)
+
+    def count_chars(self, ids: np.ndarray) -> int:
+        """How many characters `ids` (any shape) decode to: one per id."""
+        return int(np.asarray(ids).size)
 
     def unknown_chars(self, text: str) -> list[str]:
         return sorted(set(text) - self._index.keys())
@@ -116,14 +140,51 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "CharTokenizer":
-        p = Path(path)
-        try:
-            data = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise CheckpointError(f"{p}: missing; the checkpoint is incomplete, retrain or restore it") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{p}: cannot read it ({e})") from None
-        return cls.from_str(data, str(p))
+        return cls.from_str(read_tokenizer_file(Path(path)), str(path))
+
+
+Tokenizer = Union[CharTokenizer, "BpeTokenizer"]
+KINDS = ("char", "bpe")
+
+
+def build_tokenizer(kind: str, text: str, bpe_vocab: int | None = None) -> Tokenizer:
+    """The tokenizer `--tokenizer` asks for, made from the book: its characters, or BPE with `bpe_vocab` tokens."""
+    if kind == "char":
+        return CharTokenizer.from_text(text)
+    if kind == "bpe":
+        from chargen.bpe import DEFAULT_VOCAB, BpeTokenizer
+
+        return BpeTokenizer.train(text, DEFAULT_VOCAB if bpe_vocab is None else bpe_vocab)
+    raise ConfigError(f"--tokenizer must be one of {', '.join(KINDS)}, got {kind!r}")
+
+
+def tokenizer_from_str(data: str, where: str = "tokenizer.json") -> Tokenizer:
+    """Rebuild either kind from tokenizer.json text, by its model type ("WordLevel": char, "BPE": bpe)."""
+    try:
+        kind = json.loads(data)["model"]["type"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{where}: not a Hugging Face tokenizer.json ({e}); retrain or restore the file") from None
+    if kind == "WordLevel":
+        return CharTokenizer.from_str(data, where)
+    if kind == "BPE":
+        from chargen.bpe import BpeTokenizer
+
+        return BpeTokenizer.from_str(data, where)
+    raise CheckpointError(f"{where}: model type {kind!r} is not one chargen makes (WordLevel for characters, "
+                          "BPE); retrain or restore the file")
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
+    return tokenizer_from_str(read_tokenizer_file(Path(path)), str(path))
+
+
+def read_tokenizer_file(p: Path) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CheckpointError(f"{p}: missing; the checkpoint is incomplete, retrain or restore it") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{p}: cannot read it ({e})") from None
 
 
 def _show(chars: list[str], limit: int = 20) -> str:
