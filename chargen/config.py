@@ -64,7 +64,7 @@ class TrainConfig:
 
     epochs: int = _opt(10, "passes over the training text")
     batch_size: int = _opt(32, "parallel contiguous streams (rows of each batch)")
-    seq_len: int = _opt(64, "characters per stream per step (truncated backprop length)")
+    seq_len: int = _opt(64, "characters (tokens, with --tokenizer bpe) per stream per step (truncated backprop length)")
     lr: float = _opt(2e-3, "Adam learning rate (the peak, with --lr-decay cosine)")
     lr_decay: str = _opt("none", "learning-rate schedule over the whole run: none (constant) or cosine "
                                  "(from --lr down to --lr x --lr-final at the last step)")
@@ -74,6 +74,13 @@ class TrainConfig:
     seed: int | None = _opt(None, "random seed; the same seed gives the same run (default: a random one, recorded)")
     lstm: str = _opt("auto", "LSTM kernel for training: fast (chargen's CPU kernel), keras (cuDNN on a GPU), "
                              "or auto (keras when a GPU is visible, else fast); weights are the same either way")
+    tokenizer: str = _opt("char", "char (one token per character) or bpe (byte-pair merges of the book's characters, "
+                                  "trained on it); bits per character are reported either way")
+    bpe_vocab: int | None = _opt(None, "with --tokenizer bpe: tokens in the vocabulary, the book's characters "
+                                       "included (default: 512)")
+    distribute: str = _opt("none", "train on several devices: none, mirrored (every GPU of this machine, each taking "
+                                   "batch-size/GPUs of the streams) or multiworker (machines listed in TF_CONFIG); "
+                                   "the maths is the same as on one device")
 
     def validate(self) -> "TrainConfig":
         for name in ("epochs", "batch_size", "seq_len"):
@@ -87,6 +94,15 @@ class TrainConfig:
         _require(self.lstm in ("auto", "fast", "keras"), "lstm", self.lstm, "one of auto, fast, keras")
         _require(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**31),
                  "seed", self.seed, "an integer in [0, 2**31)")
+        _require(self.tokenizer in ("char", "bpe"), "tokenizer", self.tokenizer, "one of char, bpe")
+        _require(self.distribute in ("none", "mirrored", "multiworker"), "distribute", self.distribute,
+                 "one of none, mirrored, multiworker")
+        if self.bpe_vocab is not None:
+            if self.tokenizer != "bpe":
+                raise ConfigError(f"--vocab-size {self.bpe_vocab!r} is for --tokenizer bpe (a char vocabulary is the "
+                                  "book's characters); add --tokenizer bpe or drop --vocab-size")
+            _require(isinstance(self.bpe_vocab, int) and not isinstance(self.bpe_vocab, bool) and self.bpe_vocab >= 2,
+                     "vocab_size", self.bpe_vocab, "an integer >= 2 (the book's distinct characters + 1 at least)")
         return self
 
 

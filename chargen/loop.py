@@ -5,7 +5,8 @@ handling is the point of writing the loop out instead of using `fit`:
 - state is reset at the start of every epoch and nowhere else (`fit` never resets it);
 - validation runs on a separate model of its own with copied weights, so it can never
   overwrite the training rows' state (`evaluate` on the training model would);
-- batches come in stream order and are never shuffled.
+- batches come in stream order and are never shuffled;
+- on several devices (chargen/distributed.py) each replica owns a fixed block of the streams.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import numpy as np
 
 from chargen import checkpoint as ckpt
 from chargen.config import ModelConfig, TrainConfig
-from chargen.errors import CheckpointError, StateError, TrainingDiverged, TrainingInterrupted
-from chargen.model import build_model, get_state, reset_state, set_state
+from chargen.distributed import Engine, mean_loss
+from chargen.errors import CheckpointError, TrainingDiverged, TrainingInterrupted
+from chargen.model import build_model, reset_state
 
 LN2 = math.log(2.0)
 DIVERGED_FACTOR = 100  # a loss above 100 x max(1, ln V) nats (100x worse than guessing) counts as diverged
@@ -66,19 +68,25 @@ class TrainingLoop:
     """One training run: models, optimizer, position in the book, and saving."""
 
     def __init__(self, run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say,
-                 callbacks: Sequence[Callable[[EpochEnd], None]] = ()):
+                 callbacks: Sequence[Callable[[EpochEnd], None]] = (), engine: Engine | None = None):
         import keras
         import tensorflow as tf
 
         self.run_dir, self.mcfg, self.tcfg, self.tokenizer = run_dir, mcfg, tcfg, tokenizer
         self.streams, self.val_streams, self.show, self.say = train_streams, val_streams, show, say
         self.callbacks = list(callbacks)
+        # Losses are nats per token; bits per *character* also divide by the characters per target token
+        # of the text each figure scores (1 with the char tokenizer), so char and BPE runs compare.
+        self.chars_per_token = _chars_per_token(tokenizer, train_streams)
+        self.val_chars_per_token = _chars_per_token(tokenizer, val_streams)
         keras.utils.set_random_seed(tcfg.seed)
         tf.config.experimental.enable_op_determinism()
         kernel = tcfg.lstm if tcfg.lstm != "auto" else ("keras" if tf.config.list_physical_devices("GPU") else "fast")
-        self.model = build_model(mcfg, tcfg.batch_size, tcfg.seq_len, lstm=kernel)
-        self.optimizer = keras.optimizers.Adam(learning_rate=tcfg.lr, global_clipnorm=tcfg.clip or None)
-        self.optimizer.build(self.model.trainable_variables)
+        # One device, or R replicas each owning B/R of the streams (chargen/distributed.py).
+        self.engine = engine or Engine(tcfg.distribute, tcfg.batch_size)
+        if self.engine.distributed:
+            say(self.engine.describe())
+        self.model, self.optimizer = self.engine.build(mcfg, tcfg, kernel)
         self.eval_model = build_model(mcfg, val_streams.batch_size, tcfg.seq_len) if val_streams else None
         self.epoch, self.step, self.history, self.best = 0, 0, [], None
         self.partial = {"loss_sum": 0.0, "steps": 0, "seconds": 0.0}
@@ -93,29 +101,14 @@ class TrainingLoop:
     # ------------------------------------------------------------ compiled steps
 
     def _compile(self, tf):
-        model, opt, evm = self.model, self.optimizer, self.eval_model
-        spec = tf.TensorSpec((self.tcfg.batch_size, self.tcfg.seq_len), tf.int32)
-
-        def loss_of(m, x, y, training):
-            logits = m(x, training=training)
-            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-
-        lr_at = self._lr_schedule(tf)
-
-        @tf.function(input_signature=[spec, spec])
-        def train_step(x, y):
-            if lr_at is not None:  # from the optimizer's own step count, which a resume restores
-                opt.learning_rate.assign(lr_at(opt.iterations))
-            with tf.GradientTape() as tape:
-                loss = loss_of(model, x, y, True)
-            grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply(grads, model.trainable_variables)
-            return loss
-
+        """The train step (on one device or R replicas: chargen/distributed.py) and the eval model's step."""
+        train_step = self.engine.train_step(self.model, self.optimizer, self._lr_schedule(tf), self.tcfg.seq_len)
         eval_step = None
-        if evm is not None:
-            vspec = tf.TensorSpec((self.val_streams.batch_size, self.tcfg.seq_len), tf.int32)
-            eval_step = tf.function(lambda x, y: loss_of(evm, x, y, False), input_signature=[vspec, vspec])
+        if self.eval_model is not None:
+            evm, vspec = self.eval_model, tf.TensorSpec((self.val_streams.batch_size, self.tcfg.seq_len), tf.int32)
+            # autograph=False: plain tensor code, and AutoGraph warns that it cannot convert a lambda
+            eval_step = tf.function(lambda x, y: mean_loss(evm, x, y, False), input_signature=[vspec, vspec],
+                                    autograph=False)
         return train_step, eval_step
 
     def _lr_schedule(self, tf):
@@ -165,7 +158,7 @@ class TrainingLoop:
 
         if self.step == 0:
             reset_state(self.model)  # the start of every epoch, and nowhere else
-        n, chars = self.streams.num_batches, self.streams.batch_size * self.streams.seq_len
+        n, chars = self.streams.num_batches, self.streams.batch_size * self.streams.seq_len * self.chars_per_token
         bar = tqdm(total=n, initial=self.step, desc=f"epoch {self.epoch + 1}/{self.tcfg.epochs}",
                    disable=not self.show, unit="step", leave=True, dynamic_ncols=True)
         t_start = time.perf_counter()
@@ -181,7 +174,8 @@ class TrainingLoop:
                 self.partial["loss_sum"] += loss
                 self.partial["steps"] += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", bpc=f"{loss / LN2:.3f}", cps=f"{chars / dt:,.0f}", refresh=False)
+                bar.set_postfix(loss=f"{loss:.3f}", bpc=f"{loss / self.chars_per_token / LN2:.3f}", cps=f"{chars / dt:,.0f}",
+                                refresh=False)
         self.partial["seconds"] += time.perf_counter() - t_start
 
     def _end_epoch(self) -> None:
@@ -190,12 +184,15 @@ class TrainingLoop:
         val_loss = self._validate()
         if val_loss is not None and not (val_loss <= self.max_loss):
             raise self._diverged(f"the validation loss became {val_loss:.4g} nats")
+        train_bpc = train_loss / self.chars_per_token / LN2
+        val_bpc = None if val_loss is None else val_loss / self.val_chars_per_token / LN2
         record = {
             "epoch": self.epoch + 1, "steps": self.step,
-            "train_loss": round(train_loss, 6), "train_bpc": round(train_loss / LN2, 6),
+            "train_loss": round(train_loss, 6), "train_bpc": round(train_bpc, 6),  # losses per token, bpc per character
             "val_loss": None if val_loss is None else round(val_loss, 6),
-            "val_bpc": None if val_loss is None else round(val_loss / LN2, 6),
-            "chars_per_sec": round(p["steps"] * self.streams.batch_size * self.streams.seq_len / max(p["seconds"], 1e-9), 1),
+            "val_bpc": None if val_loss is None else round(val_bpc, 6),
+            "chars_per_sec": round(p["steps"] * self.streams.batch_size * self.streams.seq_len * self.chars_per_token
+                                   / max(p["seconds"], 1e-9), 1),
             "seconds": round(p["seconds"], 2),
             "lr": float(self.optimizer.learning_rate.numpy()),  # the epoch's last step's
         }
@@ -207,8 +204,9 @@ class TrainingLoop:
         self.epoch, self.step = self.epoch + 1, 0
         self.partial = {"loss_sum": 0.0, "steps": 0, "seconds": 0.0}
         self._save(best=improved)
-        val_txt = "" if val_loss is None else f"  val {val_loss:.4f} nats ({val_loss / LN2:.3f} bpc)"
-        self.say(f"epoch {record['epoch']}: train {train_loss:.4f} nats ({train_loss / LN2:.3f} bpc){val_txt}"
+        nats = "nats" if self.tokenizer.kind == "char" else "nats/token"
+        val_txt = "" if val_loss is None else f"  val {val_loss:.4f} {nats} ({val_bpc:.3f} bpc)"
+        self.say(f"epoch {record['epoch']}: train {train_loss:.4f} {nats} ({train_bpc:.3f} bpc){val_txt}"
                  f"  {record['chars_per_sec']:,.0f} chars/s{'  *best' if improved else ''}")
         info = EpochEnd(self.epoch, record, self.run_dir, self.mcfg, self.tcfg, self.tokenizer,
                         self.model.get_weights, improved)
@@ -242,7 +240,7 @@ class TrainingLoop:
             raise self._diverged("the weights became NaN or Inf")
         arrays = {"weights.npz": weights,
                   "optimizer.npz": [v.numpy() for v in self.optimizer.variables],
-                  "train_state.npz": [a for hc in get_state(self.model) for a in hc] + [v.numpy() for v in _rng_vars(self.model)]}
+                  "train_state.npz": self.engine.train_state(self.model)}  # all B rows, in stream order
         snap_id = f"e{self.epoch:04d}-s{self.step:06d}"
         try:
             ckpt.write_snapshot(self.run_dir, snap_id, files, arrays, ("last", "best") if best else ("last",))
@@ -265,24 +263,15 @@ class TrainingLoop:
         self.partial = dict(p.get("partial") or self.partial)
         self.history = list(snap.history)
         if snap.train_state is not None:
-            n, rng_vars = 2 * self.mcfg.layers, _rng_vars(self.model)
-            lstm, rng = snap.train_state[:n], snap.train_state[n:]
-            if len(snap.train_state) != n + len(rng_vars) or [a.shape for a in rng] != [tuple(v.shape) for v in rng_vars]:
-                raise CheckpointError(f"{snap.path}/train_state.npz: does not fit the model; cannot resume exactly")
-            try:
-                set_state(self.model, [(lstm[i], lstm[i + 1]) for i in range(0, n, 2)])
-            except StateError as e:
-                raise CheckpointError(f"{snap.path}/train_state.npz: {e}; cannot resume exactly") from None
-            for v, a in zip(rng_vars, rng):
-                v.assign(a)
+            self.engine.restore_train_state(self.model, self.mcfg, snap.train_state, snap.path / "train_state.npz")
 
 
-def _rng_vars(model) -> list:
-    """Dropout seed-generator states: not in get_weights(), but needed for an exact resume.
-
-    Only the Dropout layers' (the stock LSTM has an unused one of its own, FastLSTM none), so a
-    run can be resumed with the other LSTM kernel."""
-    return [layer.seed_generator.state for layer in model.layers if layer.name.startswith("dropout_")]
+def _chars_per_token(tokenizer, streams) -> float:
+    """Characters per target token over everything an epoch scores in `streams` (1.0 for the char tokenizer)."""
+    if streams is None:
+        return 1.0
+    targets = streams.data[:, 1:streams.num_batches * streams.seq_len + 1]  # a view
+    return tokenizer.count_chars(targets) / targets.size
 
 
 class _SigintFlag:

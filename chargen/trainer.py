@@ -21,12 +21,16 @@ from chargen import checkpoint as ckpt
 from chargen.checkpoint import check_name, default_name
 from chargen.config import ModelConfig, TrainConfig
 from chargen.corpus import read_text
+from chargen.distributed import Engine, worker_run_dir
 from chargen.errors import (CheckpointError, ConfigError, CorpusError, TrainingDiverged,  # noqa: F401 (re-exported)
                             TrainingInterrupted, VocabularyError)
 from chargen.loop import EpochEnd, TrainResult  # noqa: F401 (re-exported)
 from chargen.loop import TrainingLoop as _Loop
 from chargen.streams import Streams, split
-from chargen.tokenizer import CharTokenizer
+from chargen.tokenizer import build_tokenizer
+
+# --distribute only changes where the arithmetic runs, not what it computes, so it may change too.
+CHANGEABLE_ON_RESUME = ("epochs", "distribute")
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -50,12 +54,15 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
 
     `options` are ModelConfig / TrainConfig fields (epochs=5, units=(256, 256), seed=1, ...).
     With resume=True training continues from `last` exactly where it stopped (only `epochs`
-    may be changed). Each of `callbacks` is called with an `EpochEnd` after every epoch's
-    snapshot is saved. Returns the run folder and the per-epoch history.
+    and `distribute` may be changed). distribute="mirrored" trains on every GPU of this machine,
+    "multiworker" on the machines TF_CONFIG lists (chargen/distributed.py). Each of `callbacks`
+    is called with an `EpochEnd` after every epoch's snapshot is saved. Returns the run folder
+    and the per-epoch history.
     """
     m_opts, t_opts = split_options(options)
     root = Path(root)
-    run_dir = root / check_name(name or default_name(corpus))
+    named_dir = root / check_name(name or default_name(corpus))
+    run_dir = worker_run_dir(named_dir, t_opts.get("distribute"), resume)  # NAME-workerI for a non-chief worker
     show = sys.stderr.isatty() if progress is None else progress
     say = log or ((lambda s: print(s, file=sys.stderr)) if show else (lambda s: None))
     exists = (run_dir / "last").exists()
@@ -74,12 +81,17 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
         tcfg = TrainConfig(**t_opts).validate()
         if tcfg.seed is None:
             tcfg = replace(tcfg, seed=secrets.randbelow(2**31))
+        if tcfg.tokenizer == "bpe" and tcfg.bpe_vocab is None:
+            from chargen.bpe import DEFAULT_VOCAB
+
+            tcfg = replace(tcfg, bpe_vocab=DEFAULT_VOCAB)  # recorded, like the seed
         mcfg = ModelConfig(**{"vocab_size": 1, **m_opts}).validate()  # vocab set below, from the text
+    engine = Engine(tcfg.distribute, tcfg.batch_size)  # early: refuses a batch the replicas cannot share
     ckpt.check_writable(run_dir)  # before reading a large book, and creating nothing
 
     text = read_text(corpus)
     if snap is None:
-        tokenizer = CharTokenizer.from_text(text)
+        tokenizer = build_tokenizer(tcfg.tokenizer, text, tcfg.bpe_vocab)
         mcfg = replace(mcfg, vocab_size=tokenizer.vocab_size)
     try:
         ids = tokenizer.encode(text)
@@ -91,8 +103,8 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
     val_streams = _val_streams(val_ids, tcfg)
 
     ckpt.prepare_run_dir(run_dir, overwrite and not resume)
-    loop = _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say, callbacks)
-    loop.resume_command = resume_command(corpus, run_dir)
+    loop = _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say, callbacks, engine)
+    loop.resume_command = resume_command(corpus, named_dir)
     return loop.run()
 
 
@@ -108,12 +120,14 @@ def resume_command(corpus: str | os.PathLike[str], run_dir: Path) -> str:
 def _resume_configs(snap: ckpt.Snapshot, m_opts: dict, t_opts: dict) -> tuple[ModelConfig, TrainConfig]:
     for cfg, opts in ((snap.model, m_opts), (snap.train, t_opts)):
         for key, value in opts.items():
-            if key != "epochs" and value is not None and getattr(cfg, key) != value:
-                raise ConfigError(f"--{key.replace('_', '-')} {value!r} differs from the checkpoint's "
-                                  f"{getattr(cfg, key)!r}; a resumed run keeps its settings (only --epochs may change)")
+            if key not in CHANGEABLE_ON_RESUME and value is not None and getattr(cfg, key) != value:
+                flag = "vocab-size" if key == "bpe_vocab" else key.replace("_", "-")
+                raise ConfigError(f"--{flag} {value!r} differs from the checkpoint's {getattr(cfg, key)!r}; "
+                                  "a resumed run keeps its settings (only --epochs and --distribute may change)")
     tcfg = snap.train
-    if t_opts.get("epochs") is not None:
-        tcfg = replace(tcfg, epochs=t_opts["epochs"]).validate()
+    changes = {key: t_opts[key] for key in CHANGEABLE_ON_RESUME if t_opts.get(key) is not None}
+    if changes:
+        tcfg = replace(tcfg, **changes).validate()
     return snap.model, tcfg
 
 
