@@ -8,16 +8,21 @@ __version__ = "0.1.0"
 
 __all__ = ["train", "load", "Generator", "ModelConfig", "TrainConfig", "SampleConfig", "ChargenError",
            "ConfigError", "CorpusError", "CheckpointError", "StateError", "VocabularyError", "TrainResult",
-           "TrainingInterrupted", "TrainingDiverged", "read_text", "CharTokenizer", "Streams", "export",
-           "ExportError"]
+           "TrainingInterrupted", "TrainingDiverged", "read_text", "CharTokenizer", "BpeTokenizer", "Streams", "export",
+           "ExportError", "evaluate", "EvalResult", "history", "TensorBoard", "SampleEvery"]
 
 
 def __getattr__(name: str):
     # TensorFlow is imported only when something that needs it is used: `import chargen` stays instant.
     lazy = {"train": "chargen.trainer", "TrainResult": "chargen.trainer", "TrainingInterrupted": "chargen.errors",
             "TrainingDiverged": "chargen.errors", "load": "chargen.generate", "Generator": "chargen.generate",
-            "read_text": "chargen.corpus", "CharTokenizer": "chargen.tokenizer", "Streams": "chargen.streams",
-            "export": "chargen.exporting", "ExportError": "chargen.errors"}
+            "read_text": "chargen.corpus", "CharTokenizer": "chargen.tokenizer", "BpeTokenizer": "chargen.bpe",
+            "Streams": "chargen.streams",
+            "export": "chargen.exporting", "ExportError": "chargen.errors",
+            # not chargen/evaluate.py: importing a submodule of that name would replace this function
+            "evaluate": "chargen.evaluation", "EvalResult": "chargen.evaluation",
+            # not chargen/history.py, for the same reason
+            "history": "chargen.curves", "TensorBoard": "chargen.callbacks", "SampleEvery": "chargen.callbacks"}
     if name in lazy:
         import importlib
 

@@ -8,7 +8,7 @@ import sys
 from dataclasses import MISSING
 from typing import Any, Sequence
 
-from chargen._quiet import import_tensorflow_quietly
+from chargen._quiet import import_tensorflow_quietly, native_stderr_hidden
 from chargen.config import ModelConfig, SampleConfig, TrainConfig, cli_fields, parse_units
 from chargen.errors import ChargenError
 
@@ -20,10 +20,11 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, rename: dict[str, st
     for f in cli_fields(cls):
         flag = "--" + (rename or {}).get(f.name, f.name).replace("_", "-")
         default = f.default if f.default is not MISSING else None
-        kind = str if f.name == "units" else (int if f.type in ("int", "int | None") else float)
+        kind = str if f.name == "units" or f.type == "str" else (int if f.type in ("int", "int | None") else float)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        parser.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(),
-                            help=f"{f.metadata['help']} (default: {shown})")
+        said = "(default:" in f.metadata["help"]  # a help text that explains its own default
+        parser.add_argument(flag, dest=f.name, type=kind, default=None, metavar=flag[2:].replace("-", "_").upper(),
+                            help=f.metadata["help"] + ("" if said else f" (default: {shown})"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,12 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("book", help="the text to learn")
     _add_fields(t, ModelConfig)
     t.add_argument("--layers", type=int, default=None, help="number of LSTM layers, with one --units number")
-    _add_fields(t, TrainConfig)
+    _add_fields(t, TrainConfig, rename={"bpe_vocab": "vocab_size"})  # ModelConfig.vocab_size is set from the text
     t.add_argument("--name", help="checkpoint folder name under --root (default: the book's file name)")
     t.add_argument("--root", default="checkpoints", help="where checkpoints go (default: checkpoints)")
     t.add_argument("--resume", action="store_true", help="continue the run in --root/--name from its last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
     t.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    t.add_argument("--sample-every", type=int, default=None, metavar="N",
+                   help="every N epochs, print a sample from a batch-1 copy of the model on stderr (training is "
+                        "not disturbed; printed even with --quiet, since you asked for it)")
+    t.add_argument("--sample-length", type=int, default=None, metavar="N",
+                   help="characters per sample for --sample-every and --tensorboard (default: 200)")
+    t.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="write loss, bpc, chars/s, lr and a text sample per epoch to DIR/NAME for TensorBoard")
 
     s = sub.add_parser("sample", help="stream a continuation of --seed from a checkpoint")
     s.add_argument("--seed", default="", help="text to continue (default: start from zero state)")
@@ -53,6 +61,35 @@ def build_parser() -> argparse.ArgumentParser:
                         "one after another otherwise")
     s.add_argument("--echo-seed", dest="echo", action="store_true", help="print the seed before its continuation")
     _add_fields(s, SampleConfig)
+
+    x = sub.add_parser("export", help="write a checkpoint as a single-step SavedModel or TFLite model for other runtimes")
+    x.add_argument("checkpoint", nargs="?", default=None, metavar="NAME",
+                   help="run name under --root or a folder (default: the newest run)")
+    x.add_argument("--format", choices=("savedmodel", "tflite"), default="savedmodel",
+                   help="savedmodel (a folder for any TensorFlow runtime) or tflite (default: savedmodel)")
+    x.add_argument("--out", default=None, metavar="DIR", help="folder to write (default: exports/NAME-FORMAT)")
+    x.add_argument("--which", choices=("best", "last"), default="best", help="snapshot to export (default: best)")
+    x.add_argument("--root", default="checkpoints", help="where checkpoints are (default: checkpoints)")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
+
+    e = sub.add_parser("eval", help="bits per character of a checkpoint on a text, next to gzip, bz2 and lzma")
+    e.add_argument("book", help="the text to score: a UTF-8 file, a folder of .txt files, or - for stdin")
+    e.add_argument("--checkpoint", default=None, help="run name under --root or a folder (default: the newest run)")
+    e.add_argument("--which", choices=("best", "last"), default="best", help="snapshot to score (default: best)")
+    e.add_argument("--root", default="checkpoints", help="where checkpoints are (default: checkpoints)")
+    e.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help="contiguous streams the text is split into; fewer for a short text (default: 32)")
+    e.add_argument("--seq-len", type=int, default=None, metavar="T", help="characters per stream per step (default: 256)")
+    e.add_argument("--unknown", choices=("error", "skip"), default="error",
+                   help="characters not in the vocabulary: stop with an error or drop them")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+
+    h = sub.add_parser("history", help="a run's per-epoch losses as a table and a terminal chart")
+    h.add_argument("checkpoint", nargs="?", default=None, metavar="NAME",
+                   help="run name under --root or a folder (default: the newest run)")
+    h.add_argument("--root", default="checkpoints", help="where checkpoints are (default: checkpoints)")
+    h.add_argument("--json", action="store_true", help="print the epochs as a JSON list instead")
     return p
 
 
@@ -60,7 +97,24 @@ def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in cli_fields(cls) if getattr(args, f.name, None) is not None}
 
 
+def _train_callbacks(args: argparse.Namespace) -> list:
+    """The epoch-end callbacks the flags ask for, built (and so checked) before TensorFlow loads."""
+    from chargen.callbacks import SAMPLE_LENGTH, SampleEvery, TensorBoard
+    from chargen.errors import ConfigError
+
+    length = SAMPLE_LENGTH if args.sample_length is None else args.sample_length
+    if args.sample_length is not None and args.sample_every is None and args.tensorboard is None:
+        raise ConfigError(f"--sample-length {args.sample_length} needs --sample-every N or --tensorboard DIR")
+    callbacks = []
+    if args.sample_every is not None:
+        callbacks.append(SampleEvery(args.sample_every, length))
+    if args.tensorboard is not None:
+        callbacks.append(TensorBoard(args.tensorboard, sample_length=length))
+    return callbacks
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    callbacks = _train_callbacks(args)  # bad flags fail at once, before TensorFlow or the book
     import_tensorflow_quietly()
     from chargen.trainer import TrainingInterrupted, train
 
@@ -71,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = False if args.quiet else None
     try:
         result = train(args.book, name=args.name, root=args.root, resume=args.resume, overwrite=args.overwrite,
-                       progress=progress, **options)
+                       progress=progress, callbacks=callbacks, **options)
     except TrainingInterrupted as e:
         print(f"chargen: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -128,6 +182,72 @@ def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, prefix: str) 
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import_tensorflow_quietly()
+    from chargen.exporting import export
+
+    with native_stderr_hidden():  # the TFLite converter and interpreter log to stderr from C++
+        out = export(args.checkpoint, out=args.out, format=args.format, which=args.which, root=args.root,
+                     overwrite=args.overwrite)
+    print(f"exported {args.format} to {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from chargen.evaluation import DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN, comparison_rows, evaluate
+
+    import_tensorflow_quietly()
+    result = evaluate(Path(args.book), args.checkpoint, which=args.which, root=args.root,
+                      batch_size=DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size,
+                      seq_len=DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len,
+                      unknown=args.unknown, progress=False if args.quiet else None)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    snapshot = Path(result.checkpoint)
+    run = snapshot.parent.parent if snapshot.parent.name == "snapshots" else snapshot
+    book = "stdin" if args.book == "-" else Path(args.book).name
+    table = Table(title=f"{book}: {result.characters:,} characters predicted"
+                        + (f", {result.skipped:,} unknown skipped" if result.skipped else ""),
+                  caption=f"model: {run.name} ({args.which}), {result.rows} stream{'s' * (result.rows != 1)}")
+    for column, justify in (("method", "left"), ("bits/char", "right"), ("size (bytes)", "right"), ("vs lzma", "left")):
+        table.add_column(column, justify=justify)
+    for method, bpc, size, versus in comparison_rows(result):
+        table.add_row(method, f"{bpc:.4f}", f"{size:,}", versus)
+    Console().print(table)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from chargen import checkpoint as ckpt
+    from chargen.curves import CHART_WIDTH, chart_text, run_history, table
+
+    run = ckpt.resolve_run(args.checkpoint, Path(args.root))
+    rows = run_history(run)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+
+    # Rich fits tables to 80 columns when stdout is not a terminal; a file or pipe can take the full width.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    if not rows:
+        console.print(f"{run.name}: no epoch finished yet")
+        return 0
+    console.print(table(rows, title=f"{run.name}: {len(rows)} epoch{'s' * (len(rows) != 1)}", compact=console.width < 100))
+    console.print(chart_text(rows, width=max(10, min(CHART_WIDTH, console.width - 12))))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Must be set before numpy/TensorFlow load: quiet TF's start-up chatter, and keep numpy's
     # BLAS on one thread (batch-1 steps are too small to split, and extra threads collapse
@@ -135,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
-    handler = {"train": cmd_train, "sample": cmd_sample}[args.command]
+    handler = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "eval": cmd_eval,
+               "history": cmd_history}[args.command]
     try:
         return handler(args)
     except ChargenError as e:
