@@ -1,20 +1,20 @@
-"""The numpy LSTM step on two cores: each thread owns half of every layer's units.
+"""Many rows on two cores: each thread steps half of the rows (samples) with the whole model.
 
-Why this split: a layer's new (h, c) for unit j depends only on column j of each gate's
-weights, so if the gate columns are regrouped as [i, f, g, o of units 0..U/2) | the same for
-U/2..U), each half of a layer is a complete, independent computation (matmul, gates, cell)
-that writes its own half of h and c. The threads meet once per layer (the next layer needs
-all of h), not once per matrix product. Both halves read half of the weights, so at batch 1
-(bandwidth-bound) and at many rows (compute-bound) the step runs on both cores.
+Why rows and not units: rows are independent all the way through (each sample has its own
+state), so a half is a complete step with one hand-over per step. Measured here at 2x512 and
+16 rows: 8,049 vs 6,317 characters/s in total (+27%); less than 2x because OpenBLAS is less
+efficient at 8 rows than at 16 (42 vs 57 GFLOP/s on one core). At batch 1 there is nothing to
+split that helps: a step streams ~12 MB of weights (2x512) and
+the two cores share the cache/memory bandwidth, so two threads each reading half the weights
+measured no faster (0.97x) than one. One row therefore always runs on the caller's thread.
 
 Why not OpenBLAS threads: its worker threads spin while waiting, and when another process
-keeps a core busy a batch-1 step collapsed from ~2,300 to ~80 characters per second. These
-threads block on an Event instead, so a busy machine only costs the hand-over.
+keeps a core busy a batch-1 step collapsed from ~2,300 to ~80 characters per second. This
+helper blocks on an Event instead, so a busy machine only costs the hand-over.
 
-Per unit the arithmetic is the serial step's, but BLAS may block the half-width matrices
-differently, so results can differ from one thread's in the last bits (~1e-7, tested). The
-thread count is fixed per machine (chargen.sampling.step_threads), so a seed still gives the
-same text there.
+Halving the rows changes how BLAS blocks the products, so results can differ from one thread's
+in the last bits (~1e-7): a seed gives the same text for a given thread setting
+(CHARGEN_THREADS=1 or 2), which is fixed per machine.
 """
 
 from __future__ import annotations
@@ -26,16 +26,6 @@ from typing import Callable
 import numpy as np
 
 State = list[tuple[np.ndarray, np.ndarray]]
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)
-
-
-def _gate_columns(w: np.ndarray, units: int, part: slice) -> np.ndarray:
-    """Columns of the i, f, g, o blocks that belong to the units in `part`, gate by gate."""
-    return np.ascontiguousarray(np.concatenate(
-        [w[..., k * units + part.start: k * units + part.stop] for k in range(4)], axis=-1), dtype=np.float32)
 
 
 class _Helper:
@@ -78,49 +68,32 @@ class _Helper:
         self._go.set()
 
 
-class TwoThreadLSTM:
-    """Same step as `NumpyLSTM.step` (same arguments and results), split over two threads."""
+class RowHalves:
+    """`lstm.step` for R rows, as two steps of about R/2 rows each on two threads (one row: no split)."""
 
-    def __init__(self, first_table: np.ndarray, first_rec: np.ndarray, stacked: list, dense_kernel: np.ndarray,
-                 dense_bias: np.ndarray):
-        self.units = [first_rec.shape[0]] + [k.shape[1] // 4 for k, _ in stacked]
-        self.parts = [(slice(0, u // 2), slice(u // 2, u)) for u in self.units]
-        u0 = self.units[0]
-        # per layer, per half: (input table or None, stacked or recurrent kernel, bias or None)
-        self.halves = [[(_gate_columns(first_table, u0, p), _gate_columns(first_rec, u0, p), None)
-                        for p in self.parts[0]]]
-        for (kernel, bias), u, parts in zip(stacked, self.units[1:], self.parts[1:]):
-            self.halves.append([(None, _gate_columns(kernel, u, p), _gate_columns(bias, u, p)) for p in parts])
-        self.dense_kernel, self.dense_bias = dense_kernel, dense_bias
-        self._helper = _Helper()
-        weakref.finalize(self, self._helper.stop)  # the thread ends with the stepper
+    def __init__(self, lstm):
+        self.lstm = lstm
+        self._helper: _Helper | None = None
 
     def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """ids (R,) -> (logits (R, V), new state). Pure: the given state is not modified."""
-        new_state: State = []
-        x = None
-        for layer, (h, c) in enumerate(state):
-            rows = h.shape[0]
-            h_new = np.empty((rows, self.units[layer]), np.float32)
-            c_new = np.empty_like(h_new)
-            inp = h if layer == 0 else np.concatenate([x, h], axis=1)
-            jobs = [self._half(layer, k, ids, inp, c, h_new, c_new) for k in range(2)]
-            self._helper.both(jobs[0], jobs[1])
-            new_state.append((h_new, c_new))
-            x = h_new
-        return x @ self.dense_kernel + self.dense_bias, new_state
+        rows = len(ids)
+        if rows < 2:
+            return self.lstm.step(ids, state)
+        cut = (rows + 1) // 2
+        halves = [slice(0, cut), slice(cut, rows)]
+        results: list = [None, None]
 
-    def _half(self, layer: int, k: int, ids, inp, c, h_out, c_out) -> Callable[[], None]:
-        table, kernel, bias = self.halves[layer][k]
-        part = self.parts[layer][k]
-        n = part.stop - part.start
+        def run(k: int) -> Callable[[], None]:
+            def job() -> None:
+                part = halves[k]
+                results[k] = self.lstm.step(ids[part], [(h[part], c[part]) for h, c in state])
+            return job
 
-        def run() -> None:
-            z = inp @ kernel
-            z += table[ids] if table is not None else bias
-            i_g, f_g = _sigmoid(z[:, :n]), _sigmoid(z[:, n:2 * n])
-            g, o_g = np.tanh(z[:, 2 * n:3 * n]), _sigmoid(z[:, 3 * n:])
-            cell = f_g * c[:, part] + i_g * g
-            c_out[:, part] = cell
-            h_out[:, part] = o_g * np.tanh(cell)
-        return run
+        if self._helper is None:
+            self._helper = _Helper()
+            weakref.finalize(self, self._helper.stop)  # the thread ends with the stepper
+        self._helper.both(run(0), run(1))
+        (l0, s0), (l1, s1) = results
+        new_state = [(np.concatenate([h0, h1]), np.concatenate([c0, c1])) for (h0, c0), (h1, c1) in zip(s0, s1)]
+        return np.concatenate([l0, l1]), new_state
