@@ -36,11 +36,13 @@ class Streams:
     seq_len: int
 
     @classmethod
-    def from_ids(cls, ids: np.ndarray, batch_size: int, seq_len: int, what: str = "text") -> "Streams":
+    def from_ids(cls, ids: np.ndarray, batch_size: int, seq_len: int, what: str = "text",
+                 unit: str = "characters") -> "Streams":
+        """`unit` names what an id is in error messages: characters, or tokens with a BPE vocabulary."""
         need = min_chars(batch_size, seq_len)
         if len(ids) < need:
             raise CorpusError(
-                f"the {what} has {len(ids):,} characters but one batch needs at least {need:,} "
+                f"the {what} has {len(ids):,} {unit} but one batch needs at least {need:,} "
                 f"(batch size {batch_size} x (seq len {seq_len} + 1)); "
                 "lower --batch-size or --seq-len" + (" or --val-fraction" if what != "text" else "")
                 + ", or use a longer text")

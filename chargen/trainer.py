@@ -99,8 +99,9 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
         raise CorpusError(f"the text does not fit the checkpoint's vocabulary ({e}); train a new run instead") from None
     del text
     train_ids, val_ids = split(ids, tcfg.val_fraction)
-    train_streams = Streams.from_ids(train_ids, tcfg.batch_size, tcfg.seq_len, "training text")
-    val_streams = _val_streams(val_ids, tcfg)
+    unit = "characters" if tokenizer.kind == "char" else "tokens"
+    train_streams = Streams.from_ids(train_ids, tcfg.batch_size, tcfg.seq_len, "training text", unit)
+    val_streams = _val_streams(val_ids, tcfg, unit)
 
     ckpt.prepare_run_dir(run_dir, overwrite and not resume)
     loop = _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say, callbacks, engine)
@@ -131,15 +132,15 @@ def _resume_configs(snap: ckpt.Snapshot, m_opts: dict, t_opts: dict) -> tuple[Mo
     return snap.model, tcfg
 
 
-def _val_streams(val_ids: np.ndarray, tcfg: TrainConfig) -> Streams | None:
+def _val_streams(val_ids: np.ndarray, tcfg: TrainConfig, unit: str = "characters") -> Streams | None:
     if tcfg.val_fraction == 0:
         return None
     # Validation has its own model, so it may use fewer rows than training when the tail is short.
     rows = min(tcfg.batch_size, len(val_ids) // (tcfg.seq_len + 1))
     if rows == 0:
-        raise CorpusError(f"the validation tail has {len(val_ids):,} characters but needs at least "
+        raise CorpusError(f"the validation tail has {len(val_ids):,} {unit} but needs at least "
                           f"{tcfg.seq_len + 1} (seq len + 1); raise --val-fraction, lower --seq-len, "
                           "or use --val-fraction 0 to train without validation")
-    return Streams.from_ids(val_ids, rows, tcfg.seq_len, "validation text")
+    return Streams.from_ids(val_ids, rows, tcfg.seq_len, "validation text", unit)
 
 

@@ -270,3 +270,14 @@ def test_config_and_tokenizer_of_different_kinds_do_not_belong_together(trained_
     (run / "last" / "tokenizer.json").write_text(tokenizers["bpe"].to_str(), encoding="utf-8")
     with pytest.raises(CheckpointError, match="do not belong together"):
         chargen.load(run, which="last")
+
+
+def test_too_short_for_a_batch_counts_tokens_with_bpe(tmp_path, small_text):
+    book = tmp_path / "book.txt"
+    book.write_text(small_text[:1500], encoding="utf-8")
+    with pytest.raises(chargen.CorpusError, match=r"the training text has [\d,]+ tokens but one batch needs"):
+        chargen.train(book, root=tmp_path / "ck", tokenizer="bpe", bpe_vocab=80, batch_size=64, seq_len=64,
+                      progress=False)
+    with pytest.raises(chargen.CorpusError, match=r"has [\d,]+ characters but one batch needs"):
+        chargen.train(book, root=tmp_path / "ck", batch_size=64, seq_len=64, progress=False)
+    assert not (tmp_path / "ck").exists()
