@@ -130,7 +130,8 @@ def _save_npz(path: Path, arrays: list[np.ndarray]) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder's entries: a rename in it is then on disk)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -152,19 +153,19 @@ def write_snapshot(run_dir: Path, snap_id: str, files: dict[str, str], arrays: d
                 os.fsync(f.fileno())
         for name, arrs in arrays.items():
             _save_npz(tmp / name, arrs)
-        _fsync_dir(tmp)
+        fsync_path(tmp)
         # Never replace an existing folder: `last` may name it, and it would be gone for a moment.
         final, n = snaps / snap_id, 1
         while final.exists() or final.is_symlink():
             final, n = snaps / f"{snap_id}.{n}", n + 1
         os.replace(tmp, final)
-        _fsync_dir(snaps)
+        fsync_path(snaps)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for link in point:
         _point(run_dir / link, Path("snapshots") / final.name)
-    _fsync_dir(run_dir)
+    fsync_path(run_dir)
     _prune(run_dir)
     return final
 
@@ -211,6 +212,11 @@ def list_runs(root: Path = DEFAULT_ROOT) -> list[Path]:
 def _mtime(run: Path) -> float:
     target = run / "last" if (run / "last").exists() else run
     return target.stat().st_mtime
+
+
+def run_of(folder: Path) -> Path:
+    """The run a folder belongs to: itself, or for a snapshot folder (RUN/snapshots/ID) its RUN."""
+    return folder.parent.parent if folder.parent.name == "snapshots" else folder
 
 
 def snapshot_dir(run: Path, which: str = "best") -> Path:

@@ -210,8 +210,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    snapshot = Path(result.checkpoint)
-    run = snapshot.parent.parent if snapshot.parent.name == "snapshots" else snapshot
+    from chargen.checkpoint import run_of
+
+    run = run_of(Path(result.checkpoint))
     book = "stdin" if args.book == "-" else Path(args.book).name
     table = Table(title=f"{book}: {result.characters:,} characters predicted"
                         + (f", {result.skipped:,} unknown skipped" if result.skipped else ""),

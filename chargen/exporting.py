@@ -54,7 +54,7 @@ def state_names(layers: int) -> list[tuple[str, str]]:
 
 def default_out(run: Path, format: str) -> Path:
     """exports/<run name>-<format>; for a snapshot folder inside a run, the run's name."""
-    name = run.parent.parent.name if run.parent.name == "snapshots" else run.name
+    name = ckpt.run_of(run).name
     return DEFAULT_DIR / f"{name}-{format}"
 
 
@@ -266,19 +266,11 @@ def _put_in_place(tmp: Path, out: Path, overwrite: bool) -> None:
             os.rmdir(old)
             raise
         shutil.rmtree(old, ignore_errors=True)
-    _fsync(out.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    ckpt.fsync_path(out.parent)
 
 
 def _fsync_tree(folder: Path) -> None:
     for dirpath, _, files in os.walk(folder):
         for f in files:
-            _fsync(Path(dirpath) / f)
-        _fsync(Path(dirpath))
+            ckpt.fsync_path(Path(dirpath) / f)
+        ckpt.fsync_path(Path(dirpath))
