@@ -38,7 +38,8 @@ import numpy as np
 
 from chargen import checkpoint as ckpt
 from chargen.corpus import read_text
-from chargen.errors import ConfigError, CorpusError, VocabularyError
+from chargen.errors import ConfigError, CorpusError
+from chargen.tokenizer import known_text
 
 LN2 = math.log(2.0)
 DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN = 32, 256  # no backprop here, so longer steps just mean fewer calls
@@ -93,7 +94,7 @@ def evaluate(text_or_path: str | os.PathLike[str], checkpoint: str | os.PathLike
     text = read_text(text_or_path) if _is_path(text_or_path) else text_or_path
     snap = ckpt.read_snapshot(ckpt.snapshot_dir(ckpt.resolve_run(checkpoint, Path(root)), which), with_training=False)
     tokenizer = snap.tokenizer
-    text, skipped = _known_text(text, tokenizer, unknown)
+    text, skipped = known_text(tokenizer, text, unknown)
     ids = tokenizer.encode(text)
     if len(ids) < 2:
         raise CorpusError(f"the text has {len(ids)} character{'s' * (len(ids) != 1)} the model knows; "
@@ -199,19 +200,6 @@ def _compressor_bits_per_char(text: str, show: bool) -> dict[str, float]:
             bar.set_postfix_str(name)
             out[name] = 8 * len(compress(data)) / len(text)
     return out
-
-
-def _known_text(text: str, tokenizer, unknown: str) -> tuple[str, int]:
-    """The text with unknown characters dropped (unknown="skip") and how many were dropped; else VocabularyError."""
-    missing = tokenizer.unknown_chars(text)
-    if not missing:
-        return text, 0
-    if unknown == "error":
-        shown = ", ".join(repr(c) for c in missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
-        raise VocabularyError(f"the text has {len(missing)} distinct character{'s' * (len(missing) != 1)} the model "
-                              f"never saw: {shown}; remove them or pass --unknown skip to drop them")
-    kept = text.translate(dict.fromkeys(map(ord, missing)))  # str.translate: one C pass, fine for a whole book
-    return kept, len(text) - len(kept)
 
 
 def _is_path(source: Any) -> bool:

@@ -19,10 +19,10 @@ import numpy as np
 
 from chargen import checkpoint as ckpt
 from chargen.config import ModelConfig, SampleConfig
-from chargen.errors import ConfigError, VocabularyError
+from chargen.errors import ConfigError
 from chargen.model import State, build_model, check_state, get_state, set_state, state_shapes
 from chargen.sampling import NumpyLSTM, make_stepper, pick
-from chargen.tokenizer import Tokenizer
+from chargen.tokenizer import Tokenizer, known_text
 
 
 class Generator:
@@ -75,17 +75,7 @@ class Generator:
         return self._logits
 
     def _encode(self, text: str, unknown: str) -> np.ndarray:
-        if unknown not in ("error", "skip"):
-            raise ConfigError(f"--unknown must be 'error' or 'skip', got {unknown!r}")
-        missing = self.tokenizer.unknown_chars(text)
-        if missing:
-            if unknown == "error":
-                shown = ", ".join(repr(c) for c in missing[:20])
-                raise VocabularyError(f"the seed has characters the model never saw: {shown}; "
-                                      "remove them or pass --unknown skip")
-            drop = set(missing)
-            text = "".join(ch for ch in text if ch not in drop)
-        return self.tokenizer.encode(text).astype(np.int32)
+        return self.tokenizer.encode(known_text(self.tokenizer, text, unknown, "seed")[0]).astype(np.int32)
 
     def next_logits(self) -> np.ndarray:
         """Logits over the next token. From zero state with nothing primed, a newline token is fed first."""
@@ -148,13 +138,6 @@ class Generator:
         """
         rng = np.random.default_rng(cfg.rng_seed)
         token_lengths = self.tokenizer.token_lengths
-        if token_lengths.max(initial=1) == 1:  # one character per token: exactly `length` steps, no bookkeeping
-            live = np.ones(len(logits), bool)
-            for _ in range(cfg.length):
-                idx = pick(logits, cfg.temperature, cfg.top_k, cfg.top_p, rng)
-                logits, state = self.stepper.step(idx, state)
-                yield idx, live, logits, state
-            return
         have = np.zeros(len(logits), np.int64)  # characters generated so far, per row
         while (have < cfg.length).any():
             live = have < cfg.length

@@ -187,6 +187,24 @@ def read_tokenizer_file(p: Path) -> str:
         raise CheckpointError(f"{p}: cannot read it ({e})") from None
 
 
+def known_text(tokenizer, text: str, unknown: str, what: str = "text") -> tuple[str, int]:
+    """`text` without the characters `tokenizer` lacks, and how many were dropped.
+
+    `unknown` is "error" (VocabularyError naming the first 20 and the fix) or "skip" (drop them):
+    the one policy for seeds (Generator) and scored texts (evaluate).
+    """
+    if unknown not in ("error", "skip"):
+        raise ConfigError(f"--unknown must be 'error' or 'skip', got {unknown!r}")
+    missing = tokenizer.unknown_chars(text)
+    if not missing:
+        return text, 0
+    if unknown == "error":
+        raise VocabularyError(f"the {what} has {len(missing)} distinct character{'s' * (len(missing) != 1)} the model "
+                              f"never saw: {_show(missing)}; remove them or pass --unknown skip to drop them")
+    kept = text.translate(dict.fromkeys(map(ord, missing)))  # str.translate: one C pass, fine for a whole book
+    return kept, len(text) - len(kept)
+
+
 def _show(chars: list[str], limit: int = 20) -> str:
     shown = ", ".join(repr(c) for c in chars[:limit])
     return shown + (f" and {len(chars) - limit} more" if len(chars) > limit else "")
