@@ -79,6 +79,7 @@ class TrainingLoop:
         # of the text each figure scores (1 with the char tokenizer), so char and BPE runs compare.
         self.chars_per_token = _chars_per_token(tokenizer, train_streams)
         self.val_chars_per_token = _chars_per_token(tokenizer, val_streams)
+        self.chars_per_step = train_streams.batch_size * train_streams.seq_len * self.chars_per_token
         keras.utils.set_random_seed(tcfg.seed)
         tf.config.experimental.enable_op_determinism()
         kernel = tcfg.lstm if tcfg.lstm != "auto" else ("keras" if tf.config.list_physical_devices("GPU") else "fast")
@@ -158,7 +159,7 @@ class TrainingLoop:
 
         if self.step == 0:
             reset_state(self.model)  # the start of every epoch, and nowhere else
-        n, chars = self.streams.num_batches, self.streams.batch_size * self.streams.seq_len * self.chars_per_token
+        n, chars = self.streams.num_batches, self.chars_per_step
         bar = tqdm(total=n, initial=self.step, desc=f"epoch {self.epoch + 1}/{self.tcfg.epochs}",
                    disable=not self.show, unit="step", leave=True, dynamic_ncols=True)
         t_start = time.perf_counter()
@@ -191,8 +192,7 @@ class TrainingLoop:
             "train_loss": round(train_loss, 6), "train_bpc": round(train_bpc, 6),  # losses per token, bpc per character
             "val_loss": None if val_loss is None else round(val_loss, 6),
             "val_bpc": None if val_loss is None else round(val_bpc, 6),
-            "chars_per_sec": round(p["steps"] * self.streams.batch_size * self.streams.seq_len * self.chars_per_token
-                                   / max(p["seconds"], 1e-9), 1),
+            "chars_per_sec": round(p["steps"] * self.chars_per_step / max(p["seconds"], 1e-9), 1),
             "seconds": round(p["seconds"], 2),
             "lr": float(self.optimizer.learning_rate.numpy()),  # the epoch's last step's
         }
