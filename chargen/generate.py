@@ -21,7 +21,8 @@ from chargen import checkpoint as ckpt
 from chargen.config import ModelConfig, SampleConfig
 from chargen.errors import ConfigError
 from chargen.model import State, build_model, check_state, get_state, set_state, state_shapes
-from chargen.sampling import NumpyLSTM, make_stepper, pick
+from chargen.cores import Stepper
+from chargen.sampling import NumpyLSTM, pick
 from chargen.tokenizer import Tokenizer, known_text
 
 
@@ -33,7 +34,7 @@ class Generator:
         self.config, self.tokenizer, self.source = model_config, tokenizer, source
         self.model = build_model(model_config, batch_size=1, seq_len=None)
         ckpt.assign_weights(self.model, weights, source or Path("<weights>"))
-        self.stepper = make_stepper(NumpyLSTM.from_keras(self.model))  # two threads where two cores are ours
+        self.stepper = Stepper(NumpyLSTM.from_keras(self.model))  # on two cores where two are ours and it pays
         self._state = self.zero_state()
         self._logits: np.ndarray | None = None  # distribution over the next token, if known
 

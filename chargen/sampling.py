@@ -7,20 +7,26 @@ TensorFlow call. The same code steps many rows at once (one per sample) for litt
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 State = list[tuple[np.ndarray, np.ndarray]]
 
 
-def _ifog(units: int) -> np.ndarray:
-    """Column order that turns Keras's gate blocks (i, f, c, o) into (i, f, o, c)."""
-    return np.concatenate([np.arange(k * units, (k + 1) * units) for k in (0, 1, 3, 2)])
+def _gate_columns(units: int, lo: int, hi: int) -> np.ndarray:
+    """Columns of a Keras gate-block matrix (i, f, c, o; `units` each) for units [lo, hi), as (i, f, o, c)."""
+    return np.concatenate([np.arange(k * units + lo, k * units + hi) for k in (0, 1, 3, 2)])
+
+
+Part = tuple[np.ndarray, np.ndarray, slice]  # (kernel, added pre-activations, units): all four gates of some units
+
+
+def run_in_turn(cell, jobs: list[tuple]) -> list:
+    """Run the cell for each part of a layer, one after another on this thread."""
+    return [cell(*job) for job in jobs]
 
 
 class NumpyLSTM:
-    """Embedding -> LSTM layers -> Dense, one time step for R rows, using Keras's gate order (i, f, c, o)."""
+    """Embedding -> LSTM layers -> Dense, one time step for R rows, from Keras's weights (gates i, f, c, o)."""
 
     def __init__(self, embedding, layers, dense_kernel, dense_bias):
         first_kernel, first_rec, first_bias = layers[0]
@@ -31,13 +37,22 @@ class NumpyLSTM:
         self.stacked = [(np.vstack([k, r]).astype(np.float32), b.astype(np.float32)) for k, r, b in layers[1:]]
         self.dense_kernel = dense_kernel.astype(np.float32)
         self.dense_bias = dense_bias.astype(np.float32)
-        # The step's own copies with the gate blocks reordered to (i, f, o, g): the three sigmoid
-        # gates are then one contiguous slice, so a layer costs ~12 numpy calls instead of ~20
-        # (at batch 1 the per-call overhead is a third of the step). The attributes above keep
-        # Keras's order for anything else built from them (chargen.exporting).
-        u0 = self.first_rec.shape[0]
-        self._first = (self.first_table[:, _ifog(u0)].copy(), self.first_rec[:, _ifog(u0)].copy())
-        self._deeper = [(k[:, _ifog(k.shape[1] // 4)].copy(), b[_ifog(k.shape[1] // 4)].copy()) for k, b in self.stacked]
+        # The attributes above keep Keras's order for anything else built from them (chargen.exporting).
+        # The step's own copies reorder the gate blocks to (i, f, o, g), so the three sigmoid gates
+        # are one contiguous slice (a layer is ~12 numpy calls instead of ~20; at batch 1 the
+        # per-call overhead is a third of the step).
+        self._whole = self._parts(1)
+        self._halves: list[list[Part]] | None = None
+
+    def _parts(self, count: int) -> list[list[Part]]:
+        """Per layer, its weights cut by units into `count` parts, each with all four gates of its units."""
+        layers = []
+        for kernel, added in [(self.first_rec, self.first_table)] + self.stacked:
+            units = kernel.shape[1] // 4
+            cuts = [0, units] if count == 1 or units < 2 else [0, units // 2, units]
+            layers.append([(np.ascontiguousarray(kernel[:, cols]), np.ascontiguousarray(added[..., cols]), slice(lo, hi))
+                           for lo, hi in zip(cuts, cuts[1:]) for cols in [_gate_columns(units, lo, hi)]])
+        return layers
 
     @classmethod
     def from_keras(cls, model) -> "NumpyLSTM":
@@ -46,52 +61,53 @@ class NumpyLSTM:
         layers = [(get[f"lstm_{i}/kernel"], get[f"lstm_{i}/recurrent_kernel"], get[f"lstm_{i}/bias"]) for i in range(n)]
         return cls(get["embedding/embeddings"], layers, get["logits/kernel"], get["logits/bias"])
 
-    def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        """ids (R,) -> (logits (R, V), new state). Pure: the given state is not modified."""
-        new_state = []
+    def step(self, ids: np.ndarray, state: State, run=run_in_turn) -> tuple[np.ndarray, State]:
+        """ids (R,) -> (logits (R, V), new state). Pure: the given state is not modified.
+
+        One row computes each layer whole. Several rows compute each layer in two halves of its
+        units, which `run` may do on two threads (chargen.cores): the products are then the same
+        ones however many threads run them, so the result never depends on the thread count.
+        (Done whole, a product for 8 or more rows is blocked differently by OpenBLAS than in halves,
+        and differs in the last bits.)
+        """
+        if len(ids) == 1:
+            layers = self._whole
+        else:
+            if self._halves is None:
+                self._halves = self._parts(2)
+            layers = self._halves
+        new_state: State = []
         x = None
-        for i, (h, c) in enumerate(state):
-            if i == 0:
-                table, rec = self._first
-                z = table[ids]  # a fresh array (fancy indexing copies), updated in place below
-                z += h @ rec
+        for i, ((h, c), parts) in enumerate(zip(state, layers)):
+            xh = h if i == 0 else np.concatenate([x, h], axis=1)
+            out = run(_cell, [(xh, ids if i == 0 else None, c, part) for part in parts])
+            if len(out) == 1:
+                h, c = out[0]
             else:
-                stacked, bias = self._deeper[i - 1]
-                z = np.concatenate([x, h], axis=1) @ stacked
-                z += bias
-            u = h.shape[1]
-            gates = z[:, :3 * u]  # i, f, o: sigmoid(x) = (tanh(x / 2) + 1) / 2, in place
-            gates *= 0.5
-            np.tanh(gates, out=gates)
-            gates += 1.0
-            gates *= 0.5
-            g = np.tanh(z[:, 3 * u:])
-            c = gates[:, u:2 * u] * c
-            g *= gates[:, :u]
-            c += g
-            h = np.tanh(c)
-            h *= gates[:, 2 * u:3 * u]
+                h, c = np.concatenate([o[0] for o in out], axis=1), np.concatenate([o[1] for o in out], axis=1)
             new_state.append((h, c))
             x = h
         return x @ self.dense_kernel + self.dense_bias, new_state
 
 
-def step_threads() -> int:
-    """Threads for the per-character step: 2 where two cores are ours, else 1 (CHARGEN_THREADS overrides)."""
-    wanted = os.environ.get("CHARGEN_THREADS", "")
-    if wanted.strip() in ("1", "2"):
-        return int(wanted)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 2 if cores >= 2 else 1
-
-
-def make_stepper(lstm: NumpyLSTM, threads: int | None = None):
-    """The step the Generator uses: `lstm`'s own on one thread; on two, many rows split in halves."""
-    if (threads or step_threads()) < 2:
-        return lstm
-    from chargen.twothreads import RowHalves
-
-    return RowHalves(lstm)
+def _cell(xh: np.ndarray, ids: np.ndarray | None, c: np.ndarray, part: Part) -> tuple[np.ndarray, np.ndarray]:
+    """One LSTM layer for the units of `part`: (h, c) of those units from the layer's input [x, h]."""
+    kernel, added, units = part
+    z = xh @ kernel
+    z += added if ids is None else added[ids]  # the first layer adds its table row per id
+    u = z.shape[1] // 4
+    gates = z[:, :3 * u]  # i, f, o: sigmoid(x) = (tanh(x / 2) + 1) / 2, in place
+    gates *= 0.5
+    np.tanh(gates, out=gates)
+    gates += 1.0
+    gates *= 0.5
+    g = np.tanh(z[:, 3 * u:])
+    c = gates[:, u:2 * u] * c[:, units]
+    g *= gates[:, :u]
+    c += g
+    h = np.tanh(c)
+    h *= gates[:, 2 * u:3 * u]
+    return h, c
 
 
 def pick(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> np.ndarray:

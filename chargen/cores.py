@@ -1,0 +1,182 @@
+"""Which cores the per-character step runs on: one, or two when two are ours and it is faster now.
+
+Measured here at 2x512 (2 cores, OpenBLAS, `benchmarks/sample_speed.py`):
+- One row (one stream) is a few matrix-vector products that read ~12 MB of weights per step.
+  OpenBLAS's own two threads halve them (12 MB of products: 270 -> 137 µs). Our own threads
+  cannot: splitting a layer's units between two Python threads needs a hand-over per layer, and
+  that cost ate the gain (321 vs 315 µs per step).
+- Several rows (samples) are compute-bound products; the step cuts each layer into two halves
+  of its units (see `NumpyLSTM.step`) and runs them on two threads with one BLAS thread each:
+  16 rows 2,300 -> 1,345 µs per step, and the gate arithmetic is split too.
+
+Why not just leave OpenBLAS on two threads: its workers spin while they wait, and when another
+process keeps the other core busy a batch-1 step slowed 1.3-3x (and in one earlier session
+collapsed to ~80 characters/s). So each Stepper times its steps and, every PERIOD steps, tries
+the other choice for TRIAL steps, keeping whichever was faster: a busy machine falls back to one
+core within a few hundred characters, a quiet one stays on two.
+
+Either choice gives the same bits, so switching never changes the text a seed gives: halves run
+in turn or side by side are the same products, and for one row two OpenBLAS threads split the
+output columns, not the sums; the Stepper checks that on its first one-row step and stays on
+one core for one row if the two ever differ.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from typing import Callable
+
+import numpy as np
+
+from chargen.blas import BlasThreads, blas_threads
+
+State = list[tuple[np.ndarray, np.ndarray]]
+PERIOD, TRIAL = 256, 8
+
+
+def step_threads() -> int:
+    """Cores for the per-character step: 2 where two cores are ours, else 1 (CHARGEN_THREADS=1 or 2 overrides)."""
+    wanted = os.environ.get("CHARGEN_THREADS", "").strip()
+    if wanted in ("1", "2"):
+        return int(wanted)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 2 if cores >= 2 else 1
+
+
+class Chooser:
+    """One core or two for the next step, from recent step times; re-tries the other choice now and then."""
+
+    def __init__(self, two_possible: bool):
+        self.two_possible = two_possible
+        self.use_two = two_possible
+        self.mean: dict[bool, float | None] = {False: None, True: None}  # recent seconds per step, per choice
+        self.steps = PERIOD - TRIAL - 24  # the first trial comes after 24 steps, once caches are warm
+
+    def next(self) -> bool:
+        """True: run the next step on two cores."""
+        if not self.two_possible:
+            return False
+        trying = self.steps % PERIOD >= PERIOD - TRIAL
+        return self.use_two != trying
+
+    def took(self, two: bool, seconds: float) -> None:
+        last = self.mean[two]
+        self.mean[two] = seconds if last is None else last + 0.25 * (seconds - last)
+        self.steps += 1
+        if self.two_possible and self.steps % PERIOD == 0 and None not in self.mean.values():
+            self.use_two = self.mean[True] <= self.mean[False]
+
+
+class _Helper:
+    """One worker thread that runs a given function when asked; the caller waits on an Event."""
+
+    def __init__(self) -> None:
+        self._go, self._done = threading.Event(), threading.Event()
+        self._task: Callable[[], None] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="chargen-step", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            self._go.wait()
+            self._go.clear()
+            task = self._task
+            if task is None:  # stop
+                return
+            try:
+                task()
+            except BaseException as e:  # handed to the caller, never lost in the thread
+                self._error = e
+            self._done.set()
+
+    def both(self, mine: Callable[[], None], theirs: Callable[[], None]) -> None:
+        """Run `theirs` on the worker and `mine` here; return when both are done."""
+        self._task, self._error = theirs, None
+        self._done.clear()
+        self._go.set()
+        try:
+            mine()
+        finally:
+            self._done.wait()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        self._task = None
+        self._go.set()
+
+
+class Stepper:
+    """`lstm.step` on the cores that are fastest at the moment (`cores` = 1 keeps it on one)."""
+
+    def __init__(self, lstm, cores: int | None = None, blas: BlasThreads | None = None):
+        self.lstm = lstm
+        self.blas = blas if blas is not None else blas_threads()
+        two = (cores or step_threads()) >= 2
+        self.one_row = Chooser(two and self.blas is not None)  # two cores for one row means two BLAS threads
+        self._one_row_checked = not self.one_row.two_possible
+        self.many_rows = Chooser(two)
+        self._helper: _Helper | None = None
+
+    def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """ids (R,) -> (logits (R, V), new state). Pure: the given state is not modified."""
+        if len(ids) == 1:
+            if not self._one_row_checked:
+                return self._check_one_row(ids, state)
+            chooser, run = self.one_row, None
+        else:
+            chooser, run = self.many_rows, self._side_by_side
+        two = chooser.next()
+        start = time.perf_counter()
+        before = self._blas(2 if two and run is None else 1)
+        try:
+            result = self.lstm.step(ids, state, run) if two and run else self.lstm.step(ids, state)
+        finally:
+            self._blas(before)
+        chooser.took(two, time.perf_counter() - start)
+        return result
+
+    def _check_one_row(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """The first one-row step, on one BLAS thread and on two: two is allowed only if the bits agree."""
+        self._one_row_checked = True
+        before = self._blas(1)
+        try:
+            one = self.lstm.step(ids, state)
+            self._blas(2)
+            two = self.lstm.step(ids, state)
+        finally:
+            self._blas(before)
+        same = np.array_equal(one[0], two[0]) and all(
+            np.array_equal(a, b) for sa, sb in zip(one[1], two[1]) for a, b in zip(sa, sb))
+        self.one_row.two_possible = self.one_row.use_two = same
+        return one
+
+    def _blas(self, threads: int) -> int:
+        """Set numpy's BLAS threads; returns the previous count (0: no control)."""
+        if self.blas is None or threads == 0:
+            return 0
+        before = self.blas.get()
+        if before != threads:
+            self.blas.set(threads)
+        return before
+
+    def _side_by_side(self, cell, jobs: list[tuple]) -> list:
+        """Run a layer's parts: the first here, the second on the helper thread."""
+        if len(jobs) != 2:
+            return [cell(*job) for job in jobs]
+        out: list = [None, None]
+
+        def part(k: int) -> Callable[[], None]:
+            def run() -> None:
+                out[k] = cell(*jobs[k])
+            return run
+
+        if self._helper is None:
+            self._helper = _Helper()
+            weakref.finalize(self, self._helper.stop)  # the thread ends with the stepper
+        self._helper.both(part(0), part(1))
+        return out
