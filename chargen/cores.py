@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 
 from chargen.blas import BlasThreads, blas_threads
+from chargen.sampling import run_in_turn
 
 State = list[tuple[np.ndarray, np.ndarray]]
 PERIOD, TRIAL = 256, 8
@@ -127,14 +128,17 @@ class Stepper:
         if len(ids) == 1:
             if not self._one_row_checked:
                 return self._check_one_row(ids, state)
-            chooser, run = self.one_row, None
+            chooser = self.one_row
+            two = chooser.next()
+            threads, run = (2 if two else 1), run_in_turn  # two cores for one row: OpenBLAS's own threads
         else:
-            chooser, run = self.many_rows, self._side_by_side
-        two = chooser.next()
+            chooser = self.many_rows
+            two = chooser.next()
+            threads, run = 1, (self._side_by_side if two else run_in_turn)  # halves on our two threads
         start = time.perf_counter()
-        before = self._blas(2 if two and run is None else 1)
+        before = self._blas(threads)
         try:
-            result = self.lstm.step(ids, state, run) if two and run else self.lstm.step(ids, state)
+            result = self.lstm.step(ids, state, run)
         finally:
             self._blas(before)
         chooser.took(two, time.perf_counter() - start)

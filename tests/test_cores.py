@@ -6,7 +6,7 @@ import pytest
 
 from chargen.blas import blas_threads
 from chargen.cores import PERIOD, TRIAL, Chooser, Stepper, step_threads
-from chargen.sampling import NumpyLSTM
+from chargen.sampling import NumpyLSTM, run_in_turn
 
 
 def _weights(units, vocab=11, embed=6, seed=0):
@@ -127,8 +127,8 @@ class _NoisyWhenTwo:
     def set(self, n):
         self.threads = n
 
-    def step(self, ids, state, run=None):
-        logits, state = self.lstm.step(ids, state) if run is None else self.lstm.step(ids, state, run)
+    def step(self, ids, state, run=run_in_turn):
+        logits, state = self.lstm.step(ids, state, run)
         return (np.nextafter(logits, np.inf) if self.threads == 2 else logits), state
 
 

@@ -133,7 +133,7 @@ def test_names_cannot_escape_the_checkpoint_root(tmp_path, small_text, name):
         chargen.train(book, root=tmp_path / "ck", name=name, progress=False, **TINY)
 
 
-def test_cosine_lr_decay_reaches_lr_final_at_the_last_step(tmp_path, small_text):
+def test_cosine_lr_decay_is_the_default_and_reaches_lr_final_at_the_last_step(tmp_path, small_text):
     loop = _loop(tmp_path, small_text, lr=0.01, lr_decay="cosine", lr_final=0.2)
     n = loop.streams.num_batches
     lrs = [h["lr"] for h in loop.history]
@@ -142,5 +142,8 @@ def test_cosine_lr_decay_reaches_lr_final_at_the_last_step(tmp_path, small_text)
     assert lrs[0] == pytest.approx(expected_mid, rel=1e-5)
     assert lrs[1] == pytest.approx(0.01 * 0.2, rel=1e-5)
     (tmp_path / "c").mkdir()
-    constant = _loop(tmp_path / "c", small_text, lr=0.01)
+    constant = _loop(tmp_path / "c", small_text, lr=0.01, lr_decay="none")
     assert [h["lr"] for h in constant.history] == pytest.approx([0.01, 0.01])
+    (tmp_path / "d").mkdir()
+    default = _loop(tmp_path / "d", small_text, lr=0.01)  # cosine to 0.1 x lr unless told otherwise
+    assert default.history[-1]["lr"] == pytest.approx(0.01 * 0.1, rel=1e-5)
