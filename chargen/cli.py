@@ -250,11 +250,13 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Must be set before numpy/TensorFlow load: quiet TF's start-up chatter, and keep numpy's
-    # BLAS on one thread (batch-1 steps are too small to split, and extra threads collapse
-    # when another process is busy).
+    # Must be set before numpy/TensorFlow load: quiet TF's start-up chatter; start numpy's BLAS on
+    # one thread (chargen.cores asks for two only where they pay); and let an idle OpenBLAS worker
+    # spin for 2^20 cycles (~0.4 ms, not the default 2^28, ~0.1 s) before it sleeps, so a step
+    # on one thread after two-thread steps is not slowed by it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "eval": cmd_eval,
                "history": cmd_history}[args.command]

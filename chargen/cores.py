@@ -10,10 +10,11 @@ Measured here at 2x512 (2 cores, OpenBLAS, `benchmarks/sample_speed.py`):
   16 rows 2,300 -> 1,345 µs per step, and the gate arithmetic is split too.
 
 Why not just leave OpenBLAS on two threads: its workers spin while they wait, and when another
-process keeps the other core busy a batch-1 step slowed 1.3-3x (and in one earlier session
-collapsed to ~80 characters/s). So each Stepper times its steps and, every PERIOD steps, tries
-the other choice for TRIAL steps, keeping whichever was faster: a busy machine falls back to one
-core within a few hundred characters, a quiet one stays on two.
+process keeps the other core busy a one-row step on two threads averaged ~900 µs (stalls of
+10 ms and more) against ~400 µs on one (an earlier session saw ~80 characters/s). So each
+Stepper times its steps and, every PERIOD steps, tries the other choice for TRIAL steps, keeping
+whichever was faster on average: a busy machine falls back to one core within a couple of
+thousand steps, a quiet one stays on two.
 
 Either choice gives the same bits, so switching never changes the text a seed gives: halves run
 in turn or side by side are the same products, and for one row two OpenBLAS threads split the
@@ -35,7 +36,11 @@ from chargen.blas import BlasThreads, blas_threads
 from chargen.sampling import run_in_turn
 
 State = list[tuple[np.ndarray, np.ndarray]]
-PERIOD, TRIAL = 256, 8
+# Every PERIOD steps the other choice runs for TRIAL steps. The first SETTLE steps after a change are
+# not timed: after two-thread steps, OpenBLAS's idle worker keeps spinning for ~60 steps and slows
+# the one-thread steps beside it (measured with the other core busy: 750 µs a step over steps 8-64
+# after the change, 396 µs afterwards). Trials cost ~3% when two cores are faster.
+PERIOD, TRIAL, SETTLE = 2048, 128, 64
 
 
 def step_threads() -> int:
@@ -48,27 +53,48 @@ def step_threads() -> int:
 
 
 class Chooser:
-    """One core or two for the next step, from recent step times; re-tries the other choice now and then."""
+    """One core or two for the next step, from recent mean step times; tries the other choice every period."""
 
-    def __init__(self, two_possible: bool):
+    def __init__(self, two_possible: bool, adapt: bool = True):
         self.two_possible = two_possible
         self.use_two = two_possible
-        self.mean: dict[bool, float | None] = {False: None, True: None}  # recent seconds per step, per choice
-        self.steps = PERIOD - TRIAL - 24  # the first trial comes after 24 steps, once caches are warm
+        self.adapt = adapt  # False: never try one core (benchmarks/sample_speed.py --busy compares)
+        self.steps = PERIOD - TRIAL - 2 * SETTLE  # the first decision comes after 2 x (SETTLE + TRIAL) steps
+        self._last: bool | None = None
+        self._since_change = 0
+        self._total = {False: 0.0, True: 0.0}
+        self._count = {False: 0, True: 0}
+        self.score: dict[bool, float | None] = {False: None, True: None}  # mean step time, halved in weight each period
+        self._period = 0
+        self._wait = 1  # periods from one trial to the next: doubles (to 16) while the other choice loses clearly
 
     def next(self) -> bool:
         """True: run the next step on two cores."""
         if not self.two_possible:
             return False
-        trying = self.steps % PERIOD >= PERIOD - TRIAL
+        trying = self.adapt and self._period % self._wait == 0 and self.steps % PERIOD >= PERIOD - TRIAL
         return self.use_two != trying
 
     def took(self, two: bool, seconds: float) -> None:
-        last = self.mean[two]
-        self.mean[two] = seconds if last is None else last + 0.25 * (seconds - last)
+        self._since_change = self._since_change + 1 if two == self._last else 1
+        self._last = two
+        if self._since_change > SETTLE:
+            self._total[two] += seconds
+            self._count[two] += 1
         self.steps += 1
-        if self.two_possible and self.steps % PERIOD == 0 and None not in self.mean.values():
-            self.use_two = self.mean[True] <= self.mean[False]
+        if self.steps % PERIOD == 0:
+            # Two threads on a busy machine are mostly fast with rare long stalls, so one lucky trial
+            # must not win back the choice at once: each period's mean only halves the old score.
+            means = {choice: self._total[choice] / count for choice, count in self._count.items() if count}
+            for choice, mean in means.items():
+                old = self.score[choice]
+                self.score[choice] = mean if old is None else (old + mean) / 2
+            if len(means) == 2:  # a trial ran: on a busy machine each one costs, so space them out while they lose
+                self._wait = min(2 * self._wait, 16) if means[not self.use_two] > 1.5 * means[self.use_two] else 1
+            if self.two_possible and None not in self.score.values():
+                self.use_two = self.score[True] <= self.score[False]
+            self._total, self._count = {False: 0.0, True: 0.0}, {False: 0, True: 0}
+            self._period += 1
 
 
 class _Helper:
@@ -114,13 +140,13 @@ class _Helper:
 class Stepper:
     """`lstm.step` on the cores that are fastest at the moment (`cores` = 1 keeps it on one)."""
 
-    def __init__(self, lstm, cores: int | None = None, blas: BlasThreads | None = None):
+    def __init__(self, lstm, cores: int | None = None, blas: BlasThreads | None = None, adapt: bool = True):
         self.lstm = lstm
         self.blas = blas if blas is not None else blas_threads()
         two = (cores or step_threads()) >= 2
-        self.one_row = Chooser(two and self.blas is not None)  # two cores for one row means two BLAS threads
+        self.one_row = Chooser(two and self.blas is not None, adapt)  # two cores for one row: two BLAS threads
         self._one_row_checked = not self.one_row.two_possible
-        self.many_rows = Chooser(two)
+        self.many_rows = Chooser(two, adapt)
         self._helper: _Helper | None = None
 
     def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from chargen.blas import blas_threads
-from chargen.cores import PERIOD, TRIAL, Chooser, Stepper, step_threads
+from chargen.cores import PERIOD, SETTLE, TRIAL, Chooser, Stepper, step_threads
 from chargen.sampling import NumpyLSTM, run_in_turn
 
 
@@ -77,7 +77,7 @@ def _same_bits(a, b):
 @pytest.mark.parametrize("rows", [1, 2, 5, 16])
 def test_one_core_or_two_and_switching_between_them_give_the_same_bits(units, rows):
     lstm = NumpyLSTM(*_weights(units))
-    steps = PERIOD + 40  # past the first trial of the other choice and the decision after it
+    steps = 2 * (SETTLE + TRIAL) + 40  # past the first trial of the other choice and the decision after it
     two = Stepper(lstm, cores=2)
     chooser = two.one_row if rows == 1 else two.many_rows
     used = []
@@ -105,14 +105,35 @@ def test_the_chooser_keeps_the_faster_way_and_notices_when_that_changes():
     run(3 * PERIOD, two_takes=3.0, one_takes=1.0)  # the other core is busy: two is slow
     assert chooser.use_two is False
     tried = []
-    for _ in range(PERIOD):
+    for _ in range(32 * PERIOD):
         tried.append(chooser.next())
-        chooser.took(tried[-1], 1.0)
-    assert tried.count(True) == TRIAL  # it still tries two now and then
-    run(3 * PERIOD, two_takes=0.5, one_takes=1.0)  # the machine is quiet again
+        chooser.took(tried[-1], 3.0 if tried[-1] else 1.0)
+    assert chooser.use_two is False
+    trials = [sum(tried[k * PERIOD:(k + 1) * PERIOD]) // TRIAL for k in range(32)]
+    assert 2 <= sum(trials) <= 5  # it still tries two now and then, less often while two keeps losing
+    assert trials[-16:].count(1) == 1  # at most every 16 periods
+    run(PERIOD, two_takes=0.5, one_takes=1.0)  # one lucky trial of two is not enough to go back
+    assert chooser.use_two is False
+    run(20 * PERIOD, two_takes=0.5, one_takes=1.0)  # but a quiet machine is: the next trial plus a few periods
     assert chooser.use_two is True
     never = Chooser(False)
     assert not any(never.next() for _ in range(2 * PERIOD))
+    fixed, choices = Chooser(True, adapt=False), []
+    for _ in range(2 * PERIOD):
+        choices.append(fixed.next())
+        fixed.took(choices[-1], 1.0)
+    assert all(choices)  # adapt=False never tries one core (for benchmarks)
+
+
+def test_the_chooser_does_not_time_the_steps_just_after_a_change():
+    # OpenBLAS's idle worker spins on after two-thread steps and slows the first one-thread steps
+    chooser = Chooser(True)
+    since, last = 0, None
+    for _ in range(4 * PERIOD):
+        two = chooser.next()
+        since, last = (since + 1 if two == last else 1), two
+        chooser.took(two, 2.0 if two else (50.0 if since <= SETTLE else 1.0))
+    assert chooser.use_two is False
 
 
 class _NoisyWhenTwo:
@@ -135,9 +156,9 @@ class _NoisyWhenTwo:
 def test_one_row_stays_on_one_core_when_two_blas_threads_change_the_bits():
     fake = _NoisyWhenTwo(NumpyLSTM(*_weights((8,))))
     stepper = Stepper(fake, cores=2, blas=fake)
-    got = _run(stepper, (8,), 1, PERIOD + 10)
+    got = _run(stepper, (8,), 1, 300)
     assert stepper.one_row.two_possible is False and stepper.one_row.use_two is False
-    assert _same_bits(got, _run(fake.lstm, (8,), 1, PERIOD + 10))
+    assert _same_bits(got, _run(fake.lstm, (8,), 1, 300))
     assert fake.threads == 1  # and the BLAS setting is put back after every step
 
 
