@@ -2,7 +2,8 @@
 
 At batch 1 each step reads every weight once to do a few matrix-vector products, so memory
 bandwidth bounds it, not arithmetic; numpy does this with far less per-call overhead than a
-TensorFlow call. The same code steps many rows at once (one per sample) for little extra cost.
+TensorFlow call. The same code steps many rows at once (one per sample); those are products
+bound by arithmetic, done per layer in two halves that chargen.cores can run side by side.
 """
 
 from __future__ import annotations
@@ -41,15 +42,15 @@ class NumpyLSTM:
         # The step's own copies reorder the gate blocks to (i, f, o, g), so the three sigmoid gates
         # are one contiguous slice (a layer is ~12 numpy calls instead of ~20; at batch 1 the
         # per-call overhead is a third of the step).
-        self._whole = self._parts(1)
+        self._whole = self._parts(halves=False)
         self._halves: list[list[Part]] | None = None
 
-    def _parts(self, count: int) -> list[list[Part]]:
-        """Per layer, its weights cut by units into `count` parts, each with all four gates of its units."""
+    def _parts(self, halves: bool) -> list[list[Part]]:
+        """Per layer, its weights whole or cut into two halves of its units, each part with all four gates."""
         layers = []
         for kernel, added in [(self.first_rec, self.first_table)] + self.stacked:
             units = kernel.shape[1] // 4
-            cuts = [0, units] if count == 1 or units < 2 else [0, units // 2, units]
+            cuts = [0, units // 2, units] if halves and units >= 2 else [0, units]
             layers.append([(np.ascontiguousarray(kernel[:, cols]), np.ascontiguousarray(added[..., cols]), slice(lo, hi))
                            for lo, hi in zip(cuts, cuts[1:]) for cols in [_gate_columns(units, lo, hi)]])
         return layers
@@ -74,7 +75,7 @@ class NumpyLSTM:
             layers = self._whole
         else:
             if self._halves is None:
-                self._halves = self._parts(2)
+                self._halves = self._parts(halves=True)
             layers = self._halves
         new_state: State = []
         x = None
