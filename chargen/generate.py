@@ -139,6 +139,13 @@ class Generator:
         """
         rng = np.random.default_rng(cfg.rng_seed)
         token_lengths = self.tokenizer.token_lengths
+        if (token_lengths == 1).all():  # one character per token: exactly `length` steps, no counting per step
+            live = np.ones(len(logits), bool)
+            for _ in range(cfg.length):
+                idx = pick(logits, cfg.temperature, cfg.top_k, cfg.top_p, rng)
+                logits, state = self.stepper.step(idx, state)
+                yield idx, live, logits, state
+            return
         have = np.zeros(len(logits), np.int64)  # characters generated so far, per row
         while (have < cfg.length).any():
             live = have < cfg.length

@@ -115,6 +115,12 @@ def pick(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: 
     """One character id per row of logits (R, V): greedy at temperature 0, else sampled."""
     if temperature == 0:
         return np.argmax(logits, axis=-1)
+    if top_k == 0 and top_p >= 1.0 and len(logits) == 1:  # one stream: 1-D calls cost less than 2-D ones
+        z = logits[0].astype(np.float64) / temperature
+        z -= z.max()
+        cum = np.cumsum(np.exp(z, out=z))
+        # searchsorted (left) counts the cum values below u: the same pick as the rows' path below
+        return np.array([min(int(np.searchsorted(cum, rng.random() * cum[-1])), len(cum) - 1)])
     z = logits.astype(np.float64) / temperature
     if top_k == 0 and top_p >= 1.0:  # the common case, in as few numpy calls as possible (it runs per character)
         z -= z.max(axis=-1, keepdims=True)

@@ -102,6 +102,23 @@ def test_pick_respects_top_k_and_top_p():
     assert seen_all == {0, 1, 2, 3}
 
 
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_one_row_pick_is_the_rows_pick_and_follows_the_distribution(temperature):
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05, 1e-30]]))
+    a, b = np.random.default_rng(4), np.random.default_rng(4)
+    one = [int(pick(logits, temperature, 0, 1.0, a)[0]) for _ in range(4000)]  # the one-row path
+    rows = [int(pick(np.repeat(logits, 2, 0), temperature, 0, 1.0, b)[0]) for _ in range(4000)]  # the rows' path
+    p = np.exp(logits[0] / temperature) / np.exp(logits[0] / temperature).sum()
+    for picks in (one, rows):
+        freq = np.bincount(picks, minlength=5) / len(picks)
+        np.testing.assert_allclose(freq, p, atol=0.03)
+    c, d = np.random.default_rng(9), np.random.default_rng(9)
+    for _ in range(2000):  # same draw -> same character as the general formula: count of cumulative mass below u
+        got = pick(logits, temperature, 0, 1.0, c)
+        cum = np.cumsum(np.exp(logits[0] / temperature - (logits[0] / temperature).max()))
+        assert got.shape == (1,) and got[0] == min(int((cum < d.random() * cum[-1]).sum()), 4)
+
+
 def test_stream_many_rows_are_independent_samples_of_the_same_seed(gen):
     gen.reset()
     gen.prime("each ")
