@@ -197,7 +197,7 @@ class Stepper:
     def _side_by_side(self, cell, jobs: list[tuple]) -> list:
         """Run a layer's parts: the first here, the second on the helper thread."""
         if len(jobs) != 2:
-            return [cell(*job) for job in jobs]
+            return run_in_turn(cell, jobs)
         out: list = [None, None]
 
         def part(k: int) -> Callable[[], None]:
