@@ -37,6 +37,7 @@ import numpy as np
 from chargen import checkpoint as ckpt
 from chargen.errors import ConfigError, ExportError
 from chargen.sampling import NumpyLSTM
+from chargen.tokenizer import start_token
 
 FORMAT = "chargen-export"
 VERSION = 1
@@ -183,7 +184,7 @@ def _manifest(snap: ckpt.Snapshot, run: Path, which: str, format: str) -> str:
         "tokenizer": snap.tokenizer.kind,
         "chars": chars,  # token id i is chars[i]; tokenizer.json holds the same vocabulary
         # What chargen's Generator feeds first when there is no seed text.
-        "start_token": chars.index("\n") if "\n" in chars else 0,
+        "start_token": start_token(snap.tokenizer),
         "source": {"run": run.name, "snapshot": snap.path.name, "which": which,
                    "epoch": snap.progress.get("epoch")},
         "usage": "start with zero state; feed one token and the state, sample from probs, then pass "

@@ -23,7 +23,7 @@ from chargen.errors import ConfigError
 from chargen.model import State, build_model, check_state, get_state, set_state, state_shapes
 from chargen.cores import Stepper
 from chargen.sampling import NumpyLSTM, pick
-from chargen.tokenizer import Tokenizer, known_text
+from chargen.tokenizer import Tokenizer, known_text, start_token
 
 
 class Generator:
@@ -81,9 +81,7 @@ class Generator:
     def next_logits(self) -> np.ndarray:
         """Logits over the next token. From zero state with nothing primed, a newline token is fed first."""
         if self._logits is None:
-            tokens = self.tokenizer.tokens
-            start = tokens.index("\n") if "\n" in tokens else 0
-            logits, self._state = self.stepper.step(np.array([start]), self._state)
+            logits, self._state = self.stepper.step(np.array([start_token(self.tokenizer)]), self._state)
             self._logits = logits[0]
         return self._logits
 

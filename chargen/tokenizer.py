@@ -187,6 +187,12 @@ def read_tokenizer_file(p: Path) -> str:
         raise CheckpointError(f"{p}: cannot read it ({e})") from None
 
 
+def start_token(tokenizer) -> int:
+    """The id fed first when there is no seed text (Generator, and exports' manifest): newline, else id 0."""
+    tokens = tokenizer.tokens
+    return tokens.index("\n") if "\n" in tokens else 0
+
+
 def known_text(tokenizer, text: str, unknown: str, what: str = "text") -> tuple[str, int]:
     """`text` without the characters `tokenizer` lacks, and how many were dropped.
 
