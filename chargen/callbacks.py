@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from chargen.config import SampleConfig
+from chargen.config import SampleConfig, positive_int
 from chargen.errors import ChargenError, ConfigError
 
 if TYPE_CHECKING:
@@ -53,9 +53,8 @@ def epoch_sample(info: "EpochEnd", length: int = SAMPLE_LENGTH, seed_text: str =
                         rng_seed=sample_rng_seed(info.train_config.seed, info.epoch, rng_seed))
 
 
-def _check_sampling(flag: str, length: Any, temperature: Any, rng_seed: Any, seed_text: Any) -> None:
-    if not (isinstance(length, int) and not isinstance(length, bool) and length > 0):
-        raise ConfigError(f"{flag} must be a positive integer, got {length!r}")
+def _check_sampling(length: Any, temperature: Any, rng_seed: Any, seed_text: Any) -> None:
+    positive_int("sample_length", length)
     if not isinstance(seed_text, str):
         raise ConfigError(f"seed_text must be a string, got {seed_text!r}")
     SampleConfig(length, temperature, 0, 1.0, rng_seed).validate()  # temperature and rng_seed, same rules as sampling
@@ -79,7 +78,7 @@ class SampleEvery:
                  write: Callable[[int, str], None] | None = None):
         if not (isinstance(n, int) and not isinstance(n, bool) and n > 0):
             raise ConfigError(f"--sample-every must be a positive integer (epochs), got {n!r}")
-        _check_sampling("--sample-length", length, temperature, rng_seed, seed_text)
+        _check_sampling(length, temperature, rng_seed, seed_text)
         self.n, self.length, self.seed_text = n, length, seed_text
         self.temperature, self.rng_seed = temperature, rng_seed
         self.write = write or print_sample
@@ -116,7 +115,7 @@ class TensorBoard:
         self.log_dir = Path(log_dir)
         check_log_dir(self.log_dir)  # at once, so a bad folder fails before training starts
         if sample_length != 0:
-            _check_sampling("--sample-length", sample_length, temperature, rng_seed, seed_text)
+            _check_sampling(sample_length, temperature, rng_seed, seed_text)
         self.sample_length, self.seed_text = sample_length, seed_text
         self.temperature, self.rng_seed = temperature, rng_seed
         self._writers: dict[tuple[str, str], Any] = {}  # created at the first epoch's end: nothing is written before

@@ -27,7 +27,8 @@ def _require(ok: bool, name: str, value: Any, rule: str) -> None:
         raise ConfigError(f"{_flag(name)} must be {rule}, got {value!r}")
 
 
-def _positive_int(name: str, value: Any) -> None:
+def positive_int(name: str, value: Any) -> None:
+    """ConfigError "--name must be a positive integer, got ..." unless `value` is one (bools are not)."""
     _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
              name, value, "a positive integer")
 
@@ -44,8 +45,8 @@ class ModelConfig:
     dropout: float = _opt(0.0, "dropout after each LSTM layer, in [0, 1)")
 
     def validate(self) -> "ModelConfig":
-        _positive_int("vocab_size", self.vocab_size)
-        _positive_int("embed", self.embed)
+        positive_int("vocab_size", self.vocab_size)
+        positive_int("embed", self.embed)
         _require(isinstance(self.units, tuple) and len(self.units) > 0, "units", self.units,
                  "a non-empty list of positive integers")
         for u in self.units:
@@ -89,7 +90,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         for name in ("epochs", "batch_size", "seq_len"):
-            _positive_int(name, getattr(self, name))
+            positive_int(name, getattr(self, name))
         _require(_is_real(self.lr) and self.lr > 0, "lr", self.lr, "a positive number")
         _require(_is_real(self.clip) and self.clip >= 0, "clip", self.clip, "a number >= 0")
         _require(self.lr_decay in ("none", "cosine"), "lr_decay", self.lr_decay, "one of none, cosine")
@@ -174,7 +175,7 @@ def parse_units(text: str, layers: int | None) -> tuple[int, ...]:
     except ValueError:
         raise ConfigError(f"--units must be integers separated by commas, e.g. 512,256; got {text!r}") from None
     if layers is not None:
-        _positive_int("layers", layers)
+        positive_int("layers", layers)
         if len(units) == 1:
             units = units * layers
         elif len(units) != layers:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from chargen import checkpoint as ckpt
+from chargen.config import positive_int
 from chargen.corpus import read_text
 from chargen.errors import ConfigError, CorpusError
 from chargen.tokenizer import known_text
@@ -214,8 +215,7 @@ def _is_path(source: Any) -> bool:
 def _check_options(which: str, batch_size: int, seq_len: int, unknown: str) -> None:
     if which not in ("best", "last"):
         raise ConfigError(f"--which must be 'best' or 'last', got {which!r}")
-    for flag, value in (("--batch-size", batch_size), ("--seq-len", seq_len)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+    positive_int("batch_size", batch_size)
+    positive_int("seq_len", seq_len)
     if unknown not in ("error", "skip"):
         raise ConfigError(f"--unknown must be 'error' or 'skip', got {unknown!r}")
