@@ -219,6 +219,15 @@ def run_of(folder: Path) -> Path:
     return folder.parent.parent if folder.parent.name == "snapshots" else folder
 
 
+WHICH = ("best", "last")
+
+
+def check_which(which: str) -> None:
+    """ConfigError unless `which` names a snapshot a run points to: best or last."""
+    if which not in WHICH:
+        raise ConfigError(f"--which must be 'best' or 'last', got {which!r}")
+
+
 def snapshot_dir(run: Path, which: str = "best") -> Path:
     """The snapshot folder to load: `run` itself if it is one, else its `which` (falling back to last)."""
     if (run / "weights.npz").exists() or (run / "progress.json").exists():

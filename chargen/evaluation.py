@@ -40,7 +40,7 @@ from chargen import checkpoint as ckpt
 from chargen.config import positive_int
 from chargen.corpus import read_text
 from chargen.errors import ConfigError, CorpusError
-from chargen.tokenizer import known_text
+from chargen.tokenizer import check_unknown, known_text
 
 LN2 = math.log(2.0)
 DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN = 32, 256  # no backprop here, so longer steps just mean fewer calls
@@ -213,9 +213,7 @@ def _is_path(source: Any) -> bool:
 
 
 def _check_options(which: str, batch_size: int, seq_len: int, unknown: str) -> None:
-    if which not in ("best", "last"):
-        raise ConfigError(f"--which must be 'best' or 'last', got {which!r}")
+    ckpt.check_which(which)
     positive_int("batch_size", batch_size)
     positive_int("seq_len", seq_len)
-    if unknown not in ("error", "skip"):
-        raise ConfigError(f"--unknown must be 'error' or 'skip', got {unknown!r}")
+    check_unknown(unknown)

@@ -70,8 +70,7 @@ def export(checkpoint: str | os.PathLike[str] | None = None, out: str | os.PathL
     """
     if format not in FORMATS:
         raise ConfigError(f"--format must be 'savedmodel' or 'tflite', got {format!r}")
-    if which not in ("best", "last"):
-        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
+    ckpt.check_which(which)
     run = ckpt.resolve_run(checkpoint, Path(root))
     snap = ckpt.read_snapshot(ckpt.snapshot_dir(run, which), with_training=False)
     out = Path(out) if out is not None else default_out(run, format)

@@ -163,8 +163,7 @@ def load(checkpoint: str | os.PathLike[str] | None = None, which: str = "best",
     None picks the most recently written run. `which` is "best" (lowest validation loss)
     or "last".
     """
-    if which not in ("best", "last"):
-        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
+    ckpt.check_which(which)
     run = ckpt.resolve_run(checkpoint, Path(root))
     snap = ckpt.read_snapshot(ckpt.snapshot_dir(run, which), with_training=False)
     return Generator(snap.model, snap.weights, snap.tokenizer, snap.path)

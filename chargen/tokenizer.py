@@ -193,14 +193,19 @@ def start_token(tokenizer) -> int:
     return tokens.index("\n") if "\n" in tokens else 0
 
 
+def check_unknown(unknown: str) -> None:
+    """ConfigError unless `unknown` is a policy for characters the vocabulary lacks: error or skip."""
+    if unknown not in ("error", "skip"):
+        raise ConfigError(f"--unknown must be 'error' or 'skip', got {unknown!r}")
+
+
 def known_text(tokenizer, text: str, unknown: str, what: str = "text") -> tuple[str, int]:
     """`text` without the characters `tokenizer` lacks, and how many were dropped.
 
     `unknown` is "error" (VocabularyError naming the first 20 and the fix) or "skip" (drop them):
     the one policy for seeds (Generator) and scored texts (evaluate).
     """
-    if unknown not in ("error", "skip"):
-        raise ConfigError(f"--unknown must be 'error' or 'skip', got {unknown!r}")
+    check_unknown(unknown)
     missing = tokenizer.unknown_chars(text)
     if not missing:
         return text, 0

@@ -136,3 +136,13 @@ def test_stream_many_rows_are_independent_samples_of_the_same_seed(gen):
     assert "".join(s[0] for s in greedy) == gen.generate("the ", 25, temperature=0)
     with pytest.raises(ConfigError, match="--num-samples"):
         next(gen.stream_many("the ", 0, 5))
+
+
+@pytest.mark.parametrize("call", [
+    lambda root: chargen.load(root=root, which="newest"),
+    lambda root: chargen.export(root=root, which="newest"),
+    lambda root: chargen.evaluate("some text to score", root=root, which="newest"),
+])
+def test_which_must_be_best_or_last_before_anything_is_read(tmp_path, call):
+    with pytest.raises(ConfigError, match="--which must be 'best' or 'last', got 'newest'"):
+        call(tmp_path / "no-such-root")
