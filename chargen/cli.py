@@ -10,15 +10,16 @@ from typing import Any, Sequence
 
 from chargen._quiet import import_tensorflow_quietly, native_stderr_hidden
 from chargen.config import ModelConfig, SampleConfig, TrainConfig, cli_fields, parse_units
+from chargen.config import flag as field_flag
 from chargen.errors import ChargenError
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
-def _add_fields(parser: argparse.ArgumentParser, cls: type, rename: dict[str, str] | None = None) -> None:
-    """One flag per dataclass field, help and default taken from the field itself."""
+def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per dataclass field (config.flag names it), help and default taken from the field itself."""
     for f in cli_fields(cls):
-        flag = "--" + (rename or {}).get(f.name, f.name).replace("_", "-")
+        flag = field_flag(f.name)
         default = f.default if f.default is not MISSING else None
         kind = str if f.name == "units" or f.type == "str" else (int if f.type in ("int", "int | None") else float)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("book", help="the text to learn")
     _add_fields(t, ModelConfig)
     t.add_argument("--layers", type=int, default=None, help="number of LSTM layers, with one --units number")
-    _add_fields(t, TrainConfig, rename={"bpe_vocab": "vocab_size"})  # ModelConfig.vocab_size is set from the text
+    _add_fields(t, TrainConfig)
     t.add_argument("--name", help="checkpoint folder name under --root (default: the book's file name)")
     t.add_argument("--root", default="checkpoints", help="where checkpoints go (default: checkpoints)")
     t.add_argument("--resume", action="store_true", help="continue the run in --root/--name from its last checkpoint")

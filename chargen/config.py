@@ -18,13 +18,18 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+# Fields whose command-line flag is not their own name (ModelConfig.vocab_size is set from the text).
+FLAG_NAMES = {"bpe_vocab": "vocab_size"}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field: batch_size -> --batch-size, bpe_vocab -> --vocab-size."""
+    return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
 
 
 def _require(ok: bool, name: str, value: Any, rule: str) -> None:
     if not ok:
-        raise ConfigError(f"{_flag(name)} must be {rule}, got {value!r}")
+        raise ConfigError(f"{flag(name)} must be {rule}, got {value!r}")
 
 
 def positive_int(name: str, value: Any) -> None:
@@ -105,10 +110,10 @@ class TrainConfig:
                  "one of none, mirrored, multiworker")
         if self.bpe_vocab is not None:
             if self.tokenizer != "bpe":
-                raise ConfigError(f"--vocab-size {self.bpe_vocab!r} is for --tokenizer bpe (a char vocabulary is the "
-                                  "book's characters); add --tokenizer bpe or drop --vocab-size")
+                raise ConfigError(f"{flag('bpe_vocab')} {self.bpe_vocab!r} is for --tokenizer bpe (a char vocabulary is the "
+                                  f"book's characters); add --tokenizer bpe or drop {flag('bpe_vocab')}")
             _require(isinstance(self.bpe_vocab, int) and not isinstance(self.bpe_vocab, bool) and self.bpe_vocab >= 2,
-                     "vocab_size", self.bpe_vocab, "an integer >= 2 (the book's distinct characters + 1 at least)")
+                     "bpe_vocab", self.bpe_vocab, "an integer >= 2 (the book's distinct characters + 1 at least)")
         return self
 
 

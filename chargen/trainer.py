@@ -19,7 +19,7 @@ import numpy as np
 
 from chargen import checkpoint as ckpt
 from chargen.checkpoint import check_name, default_name
-from chargen.config import ModelConfig, TrainConfig
+from chargen.config import ModelConfig, TrainConfig, flag
 from chargen.corpus import read_text
 from chargen.distributed import Engine, worker_run_dir
 from chargen.errors import (CheckpointError, ConfigError, CorpusError, TrainingDiverged,  # noqa: F401 (re-exported)
@@ -122,8 +122,7 @@ def _resume_configs(snap: ckpt.Snapshot, m_opts: dict, t_opts: dict) -> tuple[Mo
     for cfg, opts in ((snap.model, m_opts), (snap.train, t_opts)):
         for key, value in opts.items():
             if key not in CHANGEABLE_ON_RESUME and value is not None and getattr(cfg, key) != value:
-                flag = "vocab-size" if key == "bpe_vocab" else key.replace("_", "-")
-                raise ConfigError(f"--{flag} {value!r} differs from the checkpoint's {getattr(cfg, key)!r}; "
+                raise ConfigError(f"{flag(key)} {value!r} differs from the checkpoint's {getattr(cfg, key)!r}; "
                                   "a resumed run keeps its settings (only --epochs and --distribute may change)")
     tcfg = snap.train
     changes = {key: t_opts[key] for key in CHANGEABLE_ON_RESUME if t_opts.get(key) is not None}
