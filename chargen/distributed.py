@@ -162,11 +162,15 @@ class Engine:
         """step(x, y) on a full (B, T) batch -> the mean loss over its B*T targets (as on one device)."""
         tf, strategy = self.tf, self.strategy
         spec = tf.TensorSpec((self.batch_size, seq_len), tf.int32)
+
+        def follow_schedule() -> None:
+            if lr_at is not None:  # from the optimizer's own step count, which a resume restores
+                optimizer.learning_rate.assign(lr_at(optimizer.iterations))
+
         if not self.distributed:
             @tf.function(input_signature=[spec, spec])
             def one_device(x, y):
-                if lr_at is not None:  # from the optimizer's own step count, which a resume restores
-                    optimizer.learning_rate.assign(lr_at(optimizer.iterations))
+                follow_schedule()
                 with tf.GradientTape() as tape:
                     loss = mean_loss(model, x, y, True)
                 optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
@@ -189,8 +193,7 @@ class Engine:
 
         @tf.function(input_signature=[spec, spec])
         def step(x, y):
-            if lr_at is not None:  # from the optimizer's own step count, which a resume restores
-                optimizer.learning_rate.assign(lr_at(optimizer.iterations))
+            follow_schedule()
             summed = strategy.experimental_local_results(strategy.run(replica_step, args=(x, y)))[0]
             optimizer.apply(summed[1:], model.trainable_variables)  # once, on the whole gradient
             return summed[0]
