@@ -1,6 +1,6 @@
 """Training speed on a CPU: stock keras.layers.LSTM vs chargen's FastLSTM, and a windowed baseline.
 
-    python benchmarks/train_speed.py                      # 512,512 (the default model)
+    python benchmarks/train_speed.py                      # 512,512 (the issue's reference model)
     python benchmarks/train_speed.py --units 256,256 --jit
 
 Both stateful models come from chargen.model.build_model with the same initial weights and
