@@ -8,14 +8,16 @@ __version__ = "0.1.0"
 
 __all__ = ["train", "load", "Generator", "ModelConfig", "TrainConfig", "SampleConfig", "ChargenError",
            "ConfigError", "CorpusError", "CheckpointError", "StateError", "VocabularyError", "TrainResult",
-           "TrainingInterrupted", "TrainingDiverged", "read_text", "CharTokenizer", "BpeTokenizer", "Streams", "export",
+           "TrainingInterrupted", "TrainingDiverged", "EpochEnd", "StepEnd", "read_text", "CharTokenizer", "BpeTokenizer",
+           "Streams", "export",
            "ExportError", "evaluate", "EvalResult", "history", "TensorBoard", "SampleEvery"]
 
 
 def __getattr__(name: str):
     # TensorFlow is imported only when something that needs it is used: `import chargen` stays instant.
     lazy = {"train": "chargen.trainer", "TrainResult": "chargen.trainer", "TrainingInterrupted": "chargen.errors",
-            "TrainingDiverged": "chargen.errors", "load": "chargen.generate", "Generator": "chargen.generate",
+            "TrainingDiverged": "chargen.errors", "EpochEnd": "chargen.loop", "StepEnd": "chargen.loop",
+            "load": "chargen.generate", "Generator": "chargen.generate",
             "read_text": "chargen.corpus", "CharTokenizer": "chargen.tokenizer", "BpeTokenizer": "chargen.bpe",
             "Streams": "chargen.streams",
             "export": "chargen.exporting", "ExportError": "chargen.errors",

@@ -64,17 +64,49 @@ class EpochEnd:
     improved: bool
 
 
+@dataclass(frozen=True)
+class StepEnd:
+    """What a step-end callback (an object with `on_step_end`) sees after each training step.
+
+    `epoch` counts the epochs finished before this one (0 in the first), `step` the steps done in
+    this epoch, this one included (1..num_batches). `stop()` asks the loop to stop after this
+    step, exactly as a Ctrl-C does: it saves a resumable snapshot and raises TrainingInterrupted.
+    """
+
+    epoch: int
+    step: int
+    num_batches: int
+    loss: float
+    stop: Callable[[], None]
+
+
+def split_callbacks(callbacks: Sequence[Any]) -> tuple[list[Callable[[StepEnd], None]], list[Callable[[EpochEnd], None]]]:
+    """(step-end, epoch-end) functions from `callbacks`: a plain callable is an epoch-end callback;
+    an object may instead define `on_step_end(StepEnd)` and/or `on_epoch_end(EpochEnd)`."""
+    steps, epochs = [], []
+    for cb in callbacks:
+        hooks = [getattr(cb, name, None) for name in ("on_step_end", "on_epoch_end")]
+        if hooks == [None, None]:
+            if not callable(cb):
+                raise TypeError(f"callbacks: {cb!r} is neither callable nor has on_step_end/on_epoch_end")
+            epochs.append(cb)
+        else:
+            steps += [hooks[0]] if hooks[0] else []
+            epochs += [hooks[1]] if hooks[1] else []
+    return steps, epochs
+
+
 class TrainingLoop:
     """One training run: models, optimizer, position in the book, and saving."""
 
     def __init__(self, run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say,
-                 callbacks: Sequence[Callable[[EpochEnd], None]] = (), engine: Engine | None = None):
+                 callbacks: Sequence[Any] = (), engine: Engine | None = None):
         import keras
         import tensorflow as tf
 
         self.run_dir, self.mcfg, self.tcfg, self.tokenizer = run_dir, mcfg, tcfg, tokenizer
         self.streams, self.val_streams, self.show, self.say = train_streams, val_streams, show, say
-        self.callbacks = list(callbacks)
+        self.step_callbacks, self.callbacks = split_callbacks(callbacks)
         # Losses are nats per token; bits per *character* also divide by the characters per target token
         # of the text each figure scores (1 with the char tokenizer), so char and BPE runs compare.
         self.chars_per_token = _chars_per_token(tokenizer, train_streams)
@@ -145,6 +177,10 @@ class TrainingLoop:
                     f"Resume with: {self.resume_command}")
         return TrainResult(self.run_dir, self.history, self.best)
 
+    def _stop(self) -> None:
+        """Stop after the current step (a step-end callback asked): saved and reported as a Ctrl-C is."""
+        self.stop_requested = True
+
     def _diverged(self, what: str) -> TrainingDiverged:
         last = self.run_dir / "last"
         kept = (f"{last} still names the last good snapshot ({os.readlink(last)}), but resuming would "
@@ -174,6 +210,8 @@ class TrainingLoop:
                 self.step += 1
                 self.partial["loss_sum"] += loss
                 self.partial["steps"] += 1
+                for callback in self.step_callbacks:
+                    callback(StepEnd(self.epoch, self.step, n, loss, self._stop))
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", bpc=f"{loss / self.chars_per_token / LN2:.3f}", cps=f"{chars / dt:,.0f}",
                                 refresh=False)

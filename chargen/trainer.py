@@ -24,7 +24,7 @@ from chargen.corpus import read_text
 from chargen.distributed import Engine, worker_run_dir
 from chargen.errors import (CheckpointError, ConfigError, CorpusError, TrainingDiverged,  # noqa: F401 (re-exported)
                             TrainingInterrupted, VocabularyError)
-from chargen.loop import EpochEnd, TrainResult  # noqa: F401 (re-exported)
+from chargen.loop import EpochEnd, StepEnd, TrainResult  # noqa: F401 (re-exported)
 from chargen.loop import TrainingLoop as _Loop
 from chargen.streams import Streams, split
 from chargen.tokenizer import build_tokenizer
@@ -49,14 +49,16 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str | os.PathLike[str] = "checkpoints",
           resume: bool = False, overwrite: bool = False, progress: bool | None = None,
           log: Callable[[str], None] | None = None,
-          callbacks: Sequence[Callable[[EpochEnd], None]] = (), **options: Any) -> TrainResult:
+          callbacks: Sequence[Any] = (), **options: Any) -> TrainResult:
     """Train on a whole book and write checkpoints to `root/name` (name defaults to the book's stem).
 
     `options` are ModelConfig / TrainConfig fields (epochs=5, units=(256, 256), seed=1, ...).
     With resume=True training continues from `last` exactly where it stopped (only `epochs`
     and `distribute` may be changed). distribute="mirrored" trains on every GPU of this machine,
     "multiworker" on the machines TF_CONFIG lists (chargen/distributed.py). Each of `callbacks`
-    is called with an `EpochEnd` after every epoch's snapshot is saved. Returns the run folder
+    is called with an `EpochEnd` after every epoch's snapshot is saved; an object with
+    `on_step_end` / `on_epoch_end` methods gets a `StepEnd` after every step and/or the
+    `EpochEnd` (`StepEnd.stop()` stops the run after that step, saved as a Ctrl-C is). Returns the run folder
     and the per-epoch history.
     """
     m_opts, t_opts = split_options(options)
