@@ -37,45 +37,52 @@ USAGE = ("open index.html from any static file server (python -m http.server -d 
          "and choose chargen_export.json and weights.bin when it asks; chargen.js's Model/Generator run it in any page")
 
 
-def tensor_names(layers: int) -> list[str]:
-    """The Keras paths of get_weights()'s arrays, in its order (see chargen.checkpoint.weight_shapes)."""
-    names = ["embedding/embeddings"]
-    for i in range(layers):
-        names += [f"lstm_{i}/kernel", f"lstm_{i}/recurrent_kernel", f"lstm_{i}/bias"]
-    return names + ["logits/kernel", "logits/bias"]
+LSTM_ROLES = ("kernel", "recurrent_kernel", "bias")  # a layer's arrays, as chargen.js's CELLS.lstm names them
+
+
+def layout(units: tuple[int, ...]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The Keras paths of get_weights()'s arrays in its order (chargen.checkpoint.weight_shapes), and the
+    manifest's layer entries: each layer's cell, units and its arrays by role."""
+    names, layers = ["embedding/embeddings"], []
+    for i, u in enumerate(units):
+        roles = {role: f"lstm_{i}/{role}" for role in LSTM_ROLES}
+        names += roles.values()
+        layers.append({"cell": "lstm", "units": u, "weights": roles})
+    return names + ["logits/kernel", "logits/bias"], layers
 
 
 def write(folder: Path, snap: ckpt.Snapshot, manifest: dict[str, Any], manifest_name: str) -> None:
     """Write the page, weights.bin and the manifest (`manifest` plus the web entries) into `folder`, then check them."""
     folder.chmod(0o755)  # not the temporary folder's 0700: a web server running as another user must read it
-    units = snap.model.units
-    names = tensor_names(len(units))
-    tensors, offset = {}, 0
-    with open(folder / WEIGHTS_FILE, "wb") as f:
-        for name, array in zip(names, snap.weights):
-            data = np.ascontiguousarray(array, dtype="<f4")
-            f.write(data.tobytes())
-            tensors[name] = {"shape": list(data.shape), "offset": offset}
-            offset += data.nbytes
+    names, layers = layout(snap.model.units)
+    tensors, size = _write_weights(folder / WEIGHTS_FILE, dict(zip(names, snap.weights)))
     page = resources.files("chargen") / "web"
     for name in PAGE_FILES:
         with resources.as_file(page / name) as source:
             shutil.copyfile(source, folder / name)
     doc = {
         **manifest,
-        "weights_file": WEIGHTS_FILE, "weights_bytes": offset, "dtype": "float32", "byte_order": "little",
+        "weights_file": WEIGHTS_FILE, "weights_bytes": size, "dtype": "float32", "byte_order": "little",
         "tensors": tensors,
-        "embedding": names[0],
-        "layers": [{"cell": "lstm", "units": u,
-                    "weights": {"kernel": f"lstm_{i}/kernel", "recurrent_kernel": f"lstm_{i}/recurrent_kernel",
-                                "bias": f"lstm_{i}/bias"}} for i, u in enumerate(units)],
-        "output": {"kernel": "logits/kernel", "bias": "logits/bias"},
+        "embedding": names[0], "layers": layers, "output": {"kernel": names[-2], "bias": names[-1]},
         # BPE: chargen.js merges a word's characters by these ranks, as Hugging Face's BPE model does.
         **({"merges": json.loads(snap.tokenizer.to_str())["model"]["merges"]} if snap.tokenizer.kind == "bpe" else {}),
         "usage": USAGE,
     }
     (folder / manifest_name).write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     _check(folder, manifest_name, snap.weights)
+
+
+def _write_weights(path: Path, arrays: dict[str, np.ndarray]) -> tuple[dict[str, dict[str, Any]], int]:
+    """Write the arrays one after another as float32 little-endian: their shapes and byte offsets by name, and the size."""
+    tensors, offset = {}, 0
+    with open(path, "wb") as f:
+        for name, array in arrays.items():
+            data = np.ascontiguousarray(array, dtype="<f4")
+            f.write(data.tobytes())
+            tensors[name] = {"shape": list(data.shape), "offset": offset}
+            offset += data.nbytes
+    return tensors, offset
 
 
 def read_arrays(folder: str | Path, manifest_name: str = "chargen_export.json") -> list[np.ndarray]:
@@ -94,8 +101,7 @@ def read_arrays(folder: str | Path, manifest_name: str = "chargen_export.json") 
             raise ExportError(f"{folder / manifest_name}: {name} lies outside {doc['weights_file']}; export again")
         return np.frombuffer(data, "<f4", count, t["offset"]).reshape(t["shape"])
 
-    roles = ("kernel", "recurrent_kernel", "bias")
-    return ([array(doc["embedding"])] + [array(layer["weights"][r]) for layer in doc["layers"] for r in roles]
+    return ([array(doc["embedding"])] + [array(layer["weights"][r]) for layer in doc["layers"] for r in LSTM_ROLES]
             + [array(doc["output"]["kernel"]), array(doc["output"]["bias"])])
 
 
