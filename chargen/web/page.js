@@ -109,7 +109,8 @@
       }
       const seconds = (performance.now() - started) / 1000;
       $("status").textContent = (me.stopped ? "Stopped after " : "Generated ") + count + " characters in " +
-        seconds.toFixed(2) + " s (" + Math.round(count / Math.max(seconds, 1e-3)) + " characters/s).";
+        (seconds < 1 ? Math.round(seconds * 1000) + " ms" : seconds.toFixed(2) + " s") +
+        (seconds >= 0.1 ? " (" + Math.round(count / seconds) + " characters/s)." : ".");
     } catch (e) {
       showError(e);
     } finally {
