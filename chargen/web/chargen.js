@@ -20,18 +20,31 @@
 
   function sigmoid(x) { return 1 / (1 + Math.exp(-x)); }
 
-  /* out[j] += sum_i x[i] * m[i * cols + j]: a row vector times a row-major (rows, cols) matrix. */
-  function addVecMat(out, x, m, cols) {
-    for (let i = 0; i < x.length; i++) {
-      const xi = x[i];
-      if (xi === 0) continue;
-      const row = i * cols;
-      for (let j = 0; j < cols; j++) out[j] += xi * m[row + j];
+  /* out += x M for a (rows, cols) matrix M held by columns (byColumns): each output is one dot product over
+     contiguous memory, in eight running sums (in V8 ~2x faster than adding x[i] times row i to out). */
+  function addVecMat(out, x, columns) {
+    const n = x.length, c = columns;
+    for (let j = 0, k = 0; j < out.length; j++) {
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0, i = 0;
+      for (; i + 7 < n; i += 8, k += 8) {
+        s0 += x[i] * c[k]; s1 += x[i + 1] * c[k + 1]; s2 += x[i + 2] * c[k + 2]; s3 += x[i + 3] * c[k + 3];
+        s4 += x[i + 4] * c[k + 4]; s5 += x[i + 5] * c[k + 5]; s6 += x[i + 6] * c[k + 6]; s7 += x[i + 7] * c[k + 7];
+      }
+      for (; i < n; i++, k++) s0 += x[i] * c[k];
+      out[j] += ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
     }
   }
 
+  /* A row-major (rows, cols) matrix rearranged by columns: column j is out[j * rows .. (j + 1) * rows). */
+  function byColumns(m, rows, cols) {
+    const out = new Float32Array(rows * cols);
+    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = m[i * cols + j];
+    return out;
+  }
+
   /* A cell: `state` names its vectors (each `units` long) and `step(weights, units, x, state)` returns
-     {output, state} for one time step; `weights` holds its arrays by the role names of the manifest. */
+     {output, state} for one time step; `weights` holds its arrays by the role names of the manifest, the
+     matrices rearranged by columns (byColumns) for addVecMat. */
   const CELLS = {
     // Keras's LSTM: z = x K + h R + b, gate blocks in the order i, f, c, o; sigmoid and tanh.
     lstm: {
@@ -39,8 +52,8 @@
       weights: { kernel: (input, u) => [input, 4 * u], recurrent_kernel: (input, u) => [u, 4 * u], bias: (input, u) => [4 * u] },
       step(w, u, x, s) {
         const z = Float64Array.from(w.bias);
-        addVecMat(z, x, w.kernel, 4 * u);
-        addVecMat(z, s.h, w.recurrent_kernel, 4 * u);
+        addVecMat(z, x, w.kernel);
+        addVecMat(z, s.h, w.recurrent_kernel);
         const h = new Float64Array(u), c = new Float64Array(u);
         for (let j = 0; j < u; j++) {
           c[j] = sigmoid(z[u + j]) * s.c[j] + sigmoid(z[j]) * Math.tanh(z[2 * u + j]);
@@ -73,16 +86,18 @@
       this.tokens = manifest.chars;
       this.vocabSize = manifest.vocab_size;
       const little = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-      const tensor = (name, shape) => {
+      const tensor = (name, shape) => {  // a Float32Array of the tensor's values, row-major
         const t = manifest.tensors[name] || fail("the manifest has no tensor " + name);
-        if (shape && !sameShape(t.shape, shape)) fail(name + " has shape [" + t.shape + "], expected [" + shape + "]");
+        if (!sameShape(t.shape, shape)) fail(name + " has shape [" + t.shape + "], expected [" + shape + "]");
         const count = t.shape.reduce((a, b) => a * b, 1);
         if (t.offset % 4 || t.offset + 4 * count > buffer.byteLength) fail(name + " lies outside " + manifest.weights_file);
         if (little) return new Float32Array(buffer, t.offset, count);
-        const view = new DataView(buffer, t.offset, 4 * count), out = new Float32Array(count);
-        for (let i = 0; i < count; i++) out[i] = view.getFloat32(4 * i, true);
-        return out;
+        const data = new Float32Array(count), view = new DataView(buffer, t.offset, 4 * count);
+        for (let i = 0; i < count; i++) data[i] = view.getFloat32(4 * i, true);
+        return data;
       };
+      // matrices go by columns (for addVecMat); the embedding stays a table of rows, one per token
+      const weight = (name, shape) => (shape.length === 2 ? byColumns(tensor(name, shape), ...shape) : tensor(name, shape));
       this.embedding = tensor(manifest.embedding, [this.vocabSize, manifest.embed]);
       let input = manifest.embed;
       this.layers = manifest.layers.map((layer) => {
@@ -90,11 +105,11 @@
                                                Object.keys(CELLS).join(", ") + ")");
         const weights = {};
         for (const [role, shape] of Object.entries(cell.weights))
-          weights[role] = tensor(layer.weights[role], shape(input, layer.units));
+          weights[role] = weight(layer.weights[role], shape(input, layer.units));
         input = layer.units;
         return { cell, units: layer.units, weights };
       });
-      this.denseKernel = tensor(manifest.output.kernel, [input, this.vocabSize]);
+      this.denseKernel = weight(manifest.output.kernel, [input, this.vocabSize]);
       this.denseBias = tensor(manifest.output.bias, [this.vocabSize]);
     }
 
@@ -122,7 +137,7 @@
         return out.state;
       });
       const logits = Float64Array.from(this.denseBias);
-      addVecMat(logits, x, this.denseKernel, this.vocabSize);
+      addVecMat(logits, x, this.denseKernel);
       return { logits, state: next };
     }
 
