@@ -96,10 +96,19 @@ def test_the_page_generates_as_chargen_does(browser, site, generator):
         assert len(first) == 300 and set(first) <= vocab
         press(browser, "generate")
         assert shown(browser, "output-text") == first  # the same random seed, the same text
-        press(browser, "continue")  # on from where it stopped: the state carries over
+        # and from the zero state: the page's state is its seed and text fed to a new Generator
+        assert in_page(browser, """const fresh = new chargen.Generator(model), flat = (g) => JSON.stringify(
+                                     g.state.map((s) => Object.values(s).map((v) => Array.from(v))));
+                                   fresh.prime(args[0] + args[1]);
+                                   return flat(fresh) === flat(generator);""", seed, first)
+        press(browser, "continue")  # on from where it stopped: the state and the random sequence carry over
         more = shown(browser, "output-text")
         assert more.startswith(first) and len(more) == 600 and shown(browser, "output-seed") == seed
         screenshot(browser, "web-export-served")
+        fill(browser, length=600)
+        press(browser, "generate")
+        assert shown(browser, "output-text") == more
+        fill(browser, length=300)
         fill(browser, rng_seed=6)
         press(browser, "generate")
         assert shown(browser, "output-text") != first

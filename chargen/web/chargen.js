@@ -282,15 +282,17 @@
   }
 
   /* The options `chargen sample` takes, checked as chargen.config.SampleConfig checks them. */
-  function checkOptions({ length = 500, temperature = 0.8, topK = 0, topP = 1, rngSeed = null, unknown = "error" } = {}) {
+  function checkOptions({ length = 500, temperature = 0.8, topK = 0, topP = 1, rngSeed = null, random = null,
+                          unknown = "error" } = {}) {
     const need = (ok, name, rule, value) => { if (!ok) fail(name + " must be " + rule + ", got " + value); };
     need(Number.isInteger(length) && length >= 0, "length", "an integer >= 0", length);
     need(Number.isFinite(temperature) && temperature >= 0, "temperature", ">= 0", temperature);
     need(Number.isInteger(topK) && topK >= 0, "top-k", "an integer >= 0", topK);
     need(Number.isFinite(topP) && topP > 0 && topP <= 1, "top-p", "in (0, 1]", topP);
     need(rngSeed === null || (Number.isSafeInteger(rngSeed) && rngSeed >= 0), "random seed", "an integer >= 0 or empty", rngSeed);
+    need(random === null || typeof random === "function", "random", "a function (from chargen.rng) or null", random);
     need(unknown === "error" || unknown === "skip", "unknown", "error or skip", unknown);
-    return { length, temperature, topK, topP, rngSeed, unknown };
+    return { length, temperature, topK, topP, rngSeed, random, unknown };
   }
 
   // ------------------------------------------------------------------ generating
@@ -332,7 +334,8 @@
     }
 
     *pieces(o) {
-      const random = o.temperature === 0 ? null : rng(o.rngSeed === null ? Math.floor(Math.random() * 2 ** 32) : o.rngSeed);
+      // `random` (a chargen.rng) carries one random sequence across calls; else a new one from rngSeed
+      const random = o.temperature === 0 ? null : o.random || rng(o.rngSeed === null ? Math.floor(Math.random() * 2 ** 32) : o.rngSeed);
       for (let have = 0; have < o.length;) {
         const id = pick(this.logits, o, random);
         have += this.tokenizer.lengths[id];

@@ -8,7 +8,7 @@
   "use strict";
   const $ = (id) => document.getElementById(id);
   const MANIFEST = "chargen_export.json";
-  let generator = null, running = null, resolveReady;
+  let generator = null, running = null, random = null, resolveReady;
   window.chargenPage = { ready: new Promise((resolve) => { resolveReady = resolve; }) };
 
   function showError(e) { $("error").textContent = e instanceof Error ? e.message : String(e); }
@@ -85,8 +85,11 @@
     const seed = fresh ? $("seed").value : "";
     try {
       options = readOptions();
+      // Continue goes on with the same random sequence: Generate 300 + Continue 300 = Generate 600
+      const next = fresh || !random ? chargen.rng(options.rngSeed ?? Math.floor(Math.random() * 2 ** 32)) : random;
       if (fresh) generator.reset();
-      pieces = generator.stream(seed, options);
+      pieces = generator.stream(seed, { ...options, random: next });
+      random = next;
     } catch (e) { showError(e); return; }
     const text = $("output-text"), me = { stopped: false }, started = performance.now();
     running = me;
