@@ -27,8 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from conftest import ROOT
-
+ROOT = Path(__file__).resolve().parents[1]  # not from conftest: benchmarks/web_speed.py imports this module too
 ARTIFACTS = ROOT / "test-artifacts"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1100,900")
