@@ -63,11 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--echo-seed", dest="echo", action="store_true", help="print the seed before its continuation")
     _add_fields(s, SampleConfig)
 
-    x = sub.add_parser("export", help="write a checkpoint as a single-step SavedModel or TFLite model for other runtimes")
+    x = sub.add_parser("export", help="write a checkpoint as a single-step SavedModel or TFLite model for other runtimes, "
+                                      "or as a web page that generates in the browser")
     x.add_argument("checkpoint", nargs="?", default=None, metavar="NAME",
                    help="run name under --root or a folder (default: the newest run)")
-    x.add_argument("--format", choices=("savedmodel", "tflite"), default="savedmodel",
-                   help="savedmodel (a folder for any TensorFlow runtime) or tflite (default: savedmodel)")
+    x.add_argument("--format", choices=("savedmodel", "tflite", "web"), default="savedmodel",
+                   help="savedmodel (a folder for any TensorFlow runtime), tflite, or web (a static page that "
+                        "generates in the browser, see docs/web.md) (default: savedmodel)")
     x.add_argument("--out", default=None, metavar="DIR", help="folder to write (default: exports/NAME-FORMAT)")
     x.add_argument("--which", choices=("best", "last"), default="best", help="snapshot to export (default: best)")
     x.add_argument("--root", default="checkpoints", help="where checkpoints are (default: checkpoints)")
@@ -184,7 +186,8 @@ def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, prefix: str) 
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import_tensorflow_quietly()
+    if args.format != "web":  # the web format is plain arrays and files: no TensorFlow to wait for
+        import_tensorflow_quietly()
     from chargen.exporting import export
 
     with native_stderr_hidden():  # the TFLite converter and interpreter log to stderr from C++

@@ -16,6 +16,8 @@ every export is checked against it before it is put in place.
           tokenizer.json                  the checkpoint's, byte for byte
           chargen_export.json             format version, inputs/outputs, units, characters
 
+The web format (chargen.export_web) is a static page that runs the model in a browser instead.
+
 The folder is written under a temporary name beside OUT and renamed at the end, so a failure
 leaves nothing half-written.
 
@@ -41,7 +43,7 @@ from chargen.tokenizer import start_token
 
 FORMAT = "chargen-export"
 VERSION = 1
-FORMATS = ("savedmodel", "tflite")
+FORMATS = ("savedmodel", "tflite", "web")
 DEFAULT_DIR = Path("exports")
 SIGNATURE = "serving_default"
 MANIFEST = "chargen_export.json"
@@ -69,7 +71,7 @@ def export(checkpoint: str | os.PathLike[str] | None = None, out: str | os.PathL
     `overwrite`, and even then only a previous export (or an empty folder) is replaced.
     """
     if format not in FORMATS:
-        raise ConfigError(f"--format must be 'savedmodel' or 'tflite', got {format!r}")
+        raise ConfigError(f"--format must be one of {', '.join(map(repr, FORMATS))}, got {format!r}")
     ckpt.check_which(which)
     run = ckpt.resolve_run(checkpoint, Path(root))
     snap = ckpt.read_snapshot(ckpt.snapshot_dir(run, which), with_training=False)
@@ -81,15 +83,20 @@ def export(checkpoint: str | os.PathLike[str] | None = None, out: str | os.PathL
     except OSError as e:
         raise ExportError(f"cannot create {out}: {e.strerror or e}; choose another --out") from None
     try:
-        stepper = _numpy_stepper(snap.weights, len(snap.model.units))
-        module = _step_module(stepper, snap.model.units)
-        if format == "savedmodel":
-            _write_savedmodel(module, tmp)
-        else:
-            (tmp / TFLITE_FILE).write_bytes(_to_tflite(module))
         shutil.copyfile(snap.path / "tokenizer.json", tmp / "tokenizer.json")
-        (tmp / MANIFEST).write_text(_manifest(snap, run, which, format), encoding="utf-8")
-        _check_against_numpy(tmp, format, stepper, snap.model.units, snap.model.vocab_size)
+        if format == "web":  # no TensorFlow: a page, its engine and the arrays (checked when read back)
+            from chargen import export_web
+
+            export_web.write(tmp, snap, _manifest_head(snap, run, which, format), MANIFEST)
+        else:
+            stepper = _numpy_stepper(snap.weights, len(snap.model.units))
+            module = _step_module(stepper, snap.model.units)
+            if format == "savedmodel":
+                _write_savedmodel(module, tmp)
+            else:
+                (tmp / TFLITE_FILE).write_bytes(_to_tflite(module))
+            (tmp / MANIFEST).write_text(_manifest(snap, run, which, format), encoding="utf-8")
+            _check_against_numpy(tmp, format, stepper, snap.model.units, snap.model.vocab_size)
         _fsync_tree(tmp)
         _put_in_place(tmp, out, overwrite)
     except OSError as e:
@@ -169,23 +176,32 @@ def _to_tflite(module) -> bytes:
     return converter.convert()
 
 
-def _manifest(snap: ckpt.Snapshot, run: Path, which: str, format: str) -> str:
-    cfg, chars = snap.model, list(snap.tokenizer.tokens)  # with BPE a token's text can be several characters
-    tensor = lambda shape, dtype="float32": {"shape": list(shape), "dtype": dtype}  # noqa: E731
-    state = {n: tensor((1, u)) for (h, c), u in zip(state_names(len(cfg.units)), cfg.units) for n in (h, c)}
-    doc = {
+def _manifest_head(snap: ckpt.Snapshot, run: Path, which: str, format: str) -> dict:
+    """What every format's manifest says: the format, the model's sizes, the vocabulary and where it came from."""
+    cfg = snap.model
+    return {
         "format": FORMAT, "version": VERSION, "model_format": format,
-        "model_file": TFLITE_FILE if format == "tflite" else ".", "signature": SIGNATURE,
-        "inputs": {"token": tensor((1,), "int32"), **state},
-        "outputs": {"logits": tensor((1, cfg.vocab_size)), "probs": tensor((1, cfg.vocab_size)), **state},
-        "state": [list(pair) for pair in state_names(len(cfg.units))],
         "units": list(cfg.units), "embed": cfg.embed, "vocab_size": cfg.vocab_size,
         "tokenizer": snap.tokenizer.kind,
-        "chars": chars,  # token id i is chars[i]; tokenizer.json holds the same vocabulary
+        # token id i is chars[i] (with BPE a token's text can be several characters); tokenizer.json holds the same
+        "chars": list(snap.tokenizer.tokens),
         # What chargen's Generator feeds first when there is no seed text.
         "start_token": start_token(snap.tokenizer),
         "source": {"run": run.name, "snapshot": snap.path.name, "which": which,
                    "epoch": snap.progress.get("epoch")},
+    }
+
+
+def _manifest(snap: ckpt.Snapshot, run: Path, which: str, format: str) -> str:
+    cfg = snap.model
+    tensor = lambda shape, dtype="float32": {"shape": list(shape), "dtype": dtype}  # noqa: E731
+    state = {n: tensor((1, u)) for (h, c), u in zip(state_names(len(cfg.units)), cfg.units) for n in (h, c)}
+    doc = {
+        **_manifest_head(snap, run, which, format),
+        "model_file": TFLITE_FILE if format == "tflite" else ".", "signature": SIGNATURE,
+        "inputs": {"token": tensor((1,), "int32"), **state},
+        "outputs": {"logits": tensor((1, cfg.vocab_size)), "probs": tensor((1, cfg.vocab_size)), **state},
+        "state": [list(pair) for pair in state_names(len(cfg.units))],
         "usage": "start with zero state; feed one token and the state, sample from probs, then pass "
                  "the outputs named in 'state' back in as the inputs of the same names",
     }

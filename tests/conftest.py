@@ -40,5 +40,25 @@ def trained_run(tmp_path_factory, small_text):
     return result
 
 
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """One headless Chromium for the session (tests/browser.py); skipped only where none is installed."""
+    from browser import require_browser, start_browser
+
+    require_browser()
+    driver = start_browser(tmp_path_factory.mktemp("chromium-profile"))
+    yield driver
+    driver.quit()
+
+
+def pytest_terminal_summary(terminalreporter):
+    from browser import SAVED
+
+    if SAVED:
+        terminalreporter.write_sep("-", "screenshots")
+        for path in SAVED:
+            terminalreporter.write_line(str(path))
+
+
 def pytest_report_header(config):
     return f"python {sys.version.split()[0]}, shared corpora: {SHARED / 'corpora'}"
