@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
+from chargen.config import TrainConfig, choices
 from chargen.errors import CheckpointError, ConfigError, VocabularyError
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ class CharTokenizer:
 
 
 Tokenizer = Union[CharTokenizer, "BpeTokenizer"]
-KINDS = ("char", "bpe")
+KINDS = choices(TrainConfig, "tokenizer")  # ("char", "bpe")
 
 
 def build_tokenizer(kind: str, text: str, bpe_vocab: int | None = None) -> Tokenizer:
