@@ -35,7 +35,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+SHAKESPEARE = ROOT / "corpora" / "tinyshakespeare.txt"
 LN2 = math.log(2.0)
 MODES = ("carried", "reset", "shuffled", "never")
 Batch = tuple[np.ndarray, np.ndarray, bool]  # x (B, T), y (B, T), zero the state before this batch?

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
 
 
 def parse_args(argv=None):

@@ -1,26 +1,26 @@
 """chargen: character-level text generation with stateful LSTMs on TensorFlow/Keras 3."""
 
 from chargen.config import ModelConfig, SampleConfig, TrainConfig
-from chargen.errors import (ChargenError, CheckpointError, ConfigError, CorpusError, StateError,
-                            VocabularyError)
+from chargen.errors import (ChargenError, CheckpointError, ConfigError, CorpusError, ExportError, StateError,
+                            TensorBoardError, TrainingDiverged, TrainingInterrupted, VocabularyError)
 
 __version__ = "0.1.0"
 
-__all__ = ["train", "load", "Generator", "ModelConfig", "TrainConfig", "SampleConfig", "ChargenError",
-           "ConfigError", "CorpusError", "CheckpointError", "StateError", "VocabularyError", "TrainResult",
-           "TrainingInterrupted", "TrainingDiverged", "EpochEnd", "StepEnd", "read_text", "CharTokenizer", "BpeTokenizer",
-           "Streams", "export",
-           "ExportError", "evaluate", "EvalResult", "history", "TensorBoard", "SampleEvery"]
+__all__ = ["train", "load", "Generator", "ModelConfig", "TrainConfig", "SampleConfig", "TrainResult", "EpochEnd",
+           "StepEnd", "read_text", "CharTokenizer", "BpeTokenizer", "Streams", "export", "evaluate", "EvalResult",
+           "history", "TensorBoard", "SampleEvery",
+           # every error chargen raises (chargen/errors.py), so `except chargen.TensorBoardError` works
+           "ChargenError", "ConfigError", "CorpusError", "CheckpointError", "StateError", "VocabularyError",
+           "TrainingInterrupted", "TrainingDiverged", "ExportError", "TensorBoardError"]
 
 
 def __getattr__(name: str):
     # TensorFlow is imported only when something that needs it is used: `import chargen` stays instant.
-    lazy = {"train": "chargen.trainer", "TrainResult": "chargen.trainer", "TrainingInterrupted": "chargen.errors",
-            "TrainingDiverged": "chargen.errors", "EpochEnd": "chargen.loop", "StepEnd": "chargen.loop",
+    lazy = {"train": "chargen.trainer", "TrainResult": "chargen.trainer", "EpochEnd": "chargen.loop", "StepEnd": "chargen.loop",
             "load": "chargen.generate", "Generator": "chargen.generate",
             "read_text": "chargen.corpus", "CharTokenizer": "chargen.tokenizer", "BpeTokenizer": "chargen.bpe",
             "Streams": "chargen.streams",
-            "export": "chargen.exporting", "ExportError": "chargen.errors",
+            "export": "chargen.exporting",
             # not chargen/evaluate.py: importing a submodule of that name would replace this function
             "evaluate": "chargen.evaluation", "EvalResult": "chargen.evaluation",
             # not chargen/history.py, for the same reason

@@ -20,17 +20,13 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from chargen.config import SampleConfig, positive_int
-from chargen.errors import ChargenError, ConfigError
+from chargen.errors import ConfigError, TensorBoardError
 
 if TYPE_CHECKING:
     from chargen.loop import EpochEnd
 
 SAMPLE_LENGTH = 200
 SAMPLE_TEMPERATURE = 0.8
-
-
-class TensorBoardError(ChargenError):
-    """The TensorBoard log folder cannot be created or written."""
 
 
 def sample_rng_seed(train_seed: int, epoch: int, rng_seed: int | None = None) -> int:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from dataclasses import MISSING
 from typing import Any, Sequence
 
+from chargen import __version__
 from chargen._quiet import import_tensorflow_quietly, native_stderr_hidden
 from chargen.config import ModelConfig, SampleConfig, TrainConfig, cli_fields, parse_units
 from chargen.config import flag as field_flag
@@ -17,23 +19,31 @@ EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
 def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per dataclass field (config.flag names it), help and default taken from the field itself."""
+    """One flag per dataclass field (config.flag names it), help, default and choices taken from the field itself."""
     for f in cli_fields(cls):
         flag = field_flag(f.name)
         default = f.default if f.default is not MISSING else None
         kind = str if f.name == "units" or f.type == "str" else (int if f.type in ("int", "int | None") else float)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         said = "(default:" in f.metadata["help"]  # a help text that explains its own default
-        parser.add_argument(flag, dest=f.name, type=kind, default=None, metavar=flag[2:].replace("-", "_").upper(),
+        allowed = f.metadata.get("choices")  # argparse refuses anything else, and --help shows them as {a,b}
+        parser.add_argument(flag, dest=f.name, type=kind, default=None, choices=allowed,
+                            metavar=None if allowed else flag[2:].replace("-", "_").upper(),
                             help=f.metadata["help"] + ("" if said else f" (default: {shown})"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chargen", description="Character-level text generation with stateful LSTMs.")
+    p.add_argument("--version", action="version", version=f"chargen {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="learn a whole book (a UTF-8 file, a folder of .txt files, or - for stdin)")
-    t.add_argument("book", help="the text to learn")
+    t = sub.add_parser("train", help="learn a whole book (a UTF-8 file, a folder of .txt files, or - for stdin)",
+                       description="Learn a whole book with stateful LSTM layers and save checkpoints in --root/--name. "
+                                   "BOOK is a UTF-8 text file, a folder of .txt files (read in name order, joined by "
+                                   "newlines), or - to read standard input. The last part of the text (--val-fraction) "
+                                   "is held out for validation; `best` and `last` snapshots are kept. Ctrl-C saves a "
+                                   "checkpoint that --resume continues.")
+    t.add_argument("book", metavar="BOOK", help="the text to learn: a file, a folder of .txt files, or - for stdin")
     _add_fields(t, ModelConfig)
     t.add_argument("--layers", type=int, default=None, help="number of LSTM layers, with one --units number")
     _add_fields(t, TrainConfig)
@@ -50,8 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="write loss, bpc, chars/s, lr and a text sample per epoch to DIR/NAME for TensorBoard")
 
-    s = sub.add_parser("sample", help="stream a continuation of --seed from a checkpoint")
-    s.add_argument("--seed", default="", help="text to continue (default: start from zero state)")
+    s = sub.add_parser("sample", help="stream a continuation of --seed from a checkpoint",
+                       description="Continue a seed text from a checkpoint, printing each character as it is "
+                                   "generated. The seed is --seed TEXT, --seed - (standard input) or --seed-file PATH, "
+                                   "used exactly as given (a final newline included); without one, generation starts "
+                                   "from a zero state. --num-samples N generates N continuations together; --json "
+                                   "prints one JSON object per sample and line for scripts.")
+    seed = s.add_mutually_exclusive_group()
+    seed.add_argument("--seed", default="", metavar="TEXT",
+                      help="text to continue, or - to read it from standard input (default: start from zero state)")
+    seed.add_argument("--seed-file", default=None, metavar="PATH", help="read the text to continue from a UTF-8 file")
     s.add_argument("--checkpoint", default=None, help="run name under --root or a folder (default: the newest run)")
     s.add_argument("--which", choices=("best", "last"), default="best", help="snapshot to load (default: best)")
     s.add_argument("--root", default="checkpoints", help="where checkpoints are (default: checkpoints)")
@@ -61,10 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generate N independent samples at once (default: 1); live on a terminal, "
                         "one after another otherwise")
     s.add_argument("--echo-seed", dest="echo", action="store_true", help="print the seed before its continuation")
+    s.add_argument("--json", action="store_true",
+                   help='print one JSON object per sample and line: {"sample": 1, "seed": SEED, "text": CONTINUATION} '
+                        "(JSON Lines; the seed is never repeated in text)")
     _add_fields(s, SampleConfig)
 
     x = sub.add_parser("export", help="write a checkpoint as a single-step SavedModel or TFLite model for other runtimes, "
-                                      "or as a web page that generates in the browser")
+                                      "or as a web page that generates in the browser",
+                       description="Write a checkpoint as a batch-1 model that takes one character id and the LSTM "
+                                   "state and returns the next logits and the new state, for any TensorFlow runtime "
+                                   "(a SavedModel folder) or TFLite, with tokenizer.json and chargen_export.json "
+                                   "beside it, or as a static web page that generates in the browser (docs/web.md). "
+                                   "The export is checked against chargen's own step before it is put in place.")
     x.add_argument("checkpoint", nargs="?", default=None, metavar="NAME",
                    help="run name under --root or a folder (default: the newest run)")
     x.add_argument("--format", choices=("savedmodel", "tflite", "web"), default="savedmodel",
@@ -75,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--root", default="checkpoints", help="where checkpoints are (default: checkpoints)")
     x.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
 
-    e = sub.add_parser("eval", help="bits per character of a checkpoint on a text, next to gzip, bz2 and lzma")
+    e = sub.add_parser("eval", help="bits per character of a checkpoint on a text, next to gzip, bz2 and lzma",
+                       description="Score a checkpoint on a text in bits per character (lower is better), beside what "
+                                   "gzip, bz2 and lzma need for the same text. The text is split into --batch-size "
+                                   "contiguous streams that carry their LSTM state from step to step, as in training.")
     e.add_argument("book", help="the text to score: a UTF-8 file, a folder of .txt files, or - for stdin")
     e.add_argument("--checkpoint", default=None, help="run name under --root or a folder (default: the newest run)")
     e.add_argument("--which", choices=("best", "last"), default="best", help="snapshot to score (default: best)")
@@ -88,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
 
-    h = sub.add_parser("history", help="a run's per-epoch losses as a table and a terminal chart")
+    h = sub.add_parser("history", help="a run's per-epoch losses as a table and a terminal chart",
+                       description="Show a run's per-epoch training and validation losses as a table and a terminal "
+                                   "chart, or as JSON with --json. Needs neither TensorFlow nor the weights, so it "
+                                   "also works on a run that is still training.")
     h.add_argument("checkpoint", nargs="?", default=None, metavar="NAME",
                    help="run name under --root or a folder (default: the newest run)")
     h.add_argument("--root", default="checkpoints", help="where checkpoints are (default: checkpoints)")
@@ -133,23 +165,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"chargen: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if not args.quiet:
-        print(f"checkpoint: {result.run_dir}  (sample with: chargen sample --checkpoint {result.run_dir.name} "
-              f"--seed \"...\")", file=sys.stderr)
+        print(f"checkpoint: {result.run_dir}  (sample with: {sample_command(result.run_dir)})", file=sys.stderr)
     return 0
 
 
+def sample_command(run_dir) -> str:
+    """`chargen sample` for this run, quoted for a POSIX shell; a --root other than the default is made absolute,
+    so the command samples this run wherever it is pasted (with the default root: from the folder trained in)."""
+    from chargen.checkpoint import DEFAULT_ROOT
+
+    args = ["chargen", "sample", "--checkpoint", run_dir.name]
+    if run_dir.parent != DEFAULT_ROOT:
+        args += ["--root", os.path.abspath(run_dir.parent)]
+    return shlex.join(args)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
+    from chargen.corpus import read_seed
     from chargen.generate import load
 
     cfg = SampleConfig(**_given(args, SampleConfig)).validate()  # bad options fail before loading
+    if args.seed_file is not None:
+        seed = read_seed(args.seed_file, "--seed-file")
+    else:
+        seed = read_seed("-", "--seed -") if args.seed == "-" else args.seed
     import_tensorflow_quietly()
     gen = load(args.checkpoint, which=args.which, root=args.root)
-    prefix = args.seed if args.echo else ""
-    if args.num_samples != 1:
-        return _sample_many(gen, args, cfg, prefix)
+    if args.json or args.num_samples != 1:
+        return _sample_many(gen, args, cfg, seed)
     out = sys.stdout
-    out.write(prefix)
-    for piece in gen.stream(args.seed, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p, cfg.rng_seed, args.unknown):
+    out.write(seed if args.echo else "")
+    for piece in gen.stream(seed, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p, cfg.rng_seed, args.unknown):
         out.write(piece)
         out.flush()  # text appears as it is generated
     out.write("\n")
@@ -157,12 +203,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, prefix: str) -> int:
-    """N samples generated together: shown growing live on a terminal, printed in turn otherwise."""
-    steps = gen.stream_many(args.seed, args.num_samples, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p,
+def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, seed: str) -> int:
+    """N samples generated together: JSON lines with --json, shown growing live on a terminal, else printed in turn."""
+    steps = gen.stream_many(seed, args.num_samples, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p,
                             cfg.rng_seed, args.unknown)
+    prefix = seed if args.echo and not args.json else ""
     texts = [[prefix] for _ in range(args.num_samples)]
-    if sys.stdout.isatty():
+    if sys.stdout.isatty() and not args.json:
         from rich.console import Console, Group
         from rich.live import Live
         from rich.text import Text
@@ -179,8 +226,14 @@ def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, prefix: str) 
     for pieces in steps:
         for t, p in zip(texts, pieces):
             t.append(p)
-    for i, t in enumerate(texts):
-        sys.stdout.write(f"--- sample {i + 1} ---\n" + "".join(t) + "\n")
+    if args.json:
+        import json
+
+        for i, t in enumerate(texts):
+            sys.stdout.write(json.dumps({"sample": i + 1, "seed": seed, "text": "".join(t)}, ensure_ascii=False) + "\n")
+    else:
+        for i, t in enumerate(texts):
+            sys.stdout.write(f"--- sample {i + 1} ---\n" + "".join(t) + "\n")
     sys.stdout.flush()
     return 0
 

@@ -15,6 +15,7 @@ from chargen.errors import ConfigError
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
+    """A config field: its default, its help text and extras (`choices`: the only values allowed, `cli=False`)."""
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -78,36 +79,36 @@ class TrainConfig:
     # constant. (At 2x448, 4e-3 gave 1.484 against 1.488: within seed noise, so 3e-3 stays.)
     lr: float = _opt(3e-3, "Adam learning rate (the peak, with --lr-decay cosine)")
     lr_decay: str = _opt("cosine", "learning-rate schedule over the whole run: cosine (from --lr down to --lr x "
-                                   "--lr-final at the last step of --epochs) or none (constant)")
+                                   "--lr-final at the last step of --epochs) or none (constant)",
+                         choices=("cosine", "none"))
     lr_final: float = _opt(0.1, "with --lr-decay cosine: the last step's learning rate as a fraction of --lr, in [0, 1]")
     clip: float = _opt(5.0, "clip gradients to this global norm (0 = off)")
     val_fraction: float = _opt(0.1, "fraction of the text held out at its end for validation, in [0, 0.5]")
     seed: int | None = _opt(None, "random seed; the same seed gives the same run (default: a random one, recorded)")
     lstm: str = _opt("auto", "LSTM kernel for training: fast (chargen's CPU kernel), keras (cuDNN on a GPU), "
-                             "or auto (keras when a GPU is visible, else fast); weights are the same either way")
+                             "or auto (keras when a GPU is visible, else fast); weights are the same either way",
+                     choices=("auto", "fast", "keras"))
     tokenizer: str = _opt("char", "char (one token per character) or bpe (byte-pair merges of the book's characters, "
-                                  "trained on it); bits per character are reported either way")
+                                  "trained on it); bits per character are reported either way",
+                          choices=("char", "bpe"))
     bpe_vocab: int | None = _opt(None, "with --tokenizer bpe: tokens in the vocabulary, the book's characters "
                                        "included (default: 512)")
     distribute: str = _opt("none", "train on several devices: none, mirrored (every GPU of this machine, each taking "
                                    "batch-size/GPUs of the streams) or multiworker (machines listed in TF_CONFIG); "
-                                   "the maths is the same as on one device")
+                                   "the maths is the same as on one device",
+                           choices=("none", "mirrored", "multiworker"))
 
     def validate(self) -> "TrainConfig":
+        _check_choices(self)
         for name in ("epochs", "batch_size", "seq_len"):
             positive_int(name, getattr(self, name))
         _require(_is_real(self.lr) and self.lr > 0, "lr", self.lr, "a positive number")
         _require(_is_real(self.clip) and self.clip >= 0, "clip", self.clip, "a number >= 0")
-        _require(self.lr_decay in ("none", "cosine"), "lr_decay", self.lr_decay, "one of none, cosine")
         _require(_is_real(self.lr_final) and 0 <= self.lr_final <= 1, "lr_final", self.lr_final, "in [0, 1]")
         _require(_is_real(self.val_fraction) and 0.0 <= self.val_fraction <= 0.5,
                  "val_fraction", self.val_fraction, "in [0, 0.5]")
-        _require(self.lstm in ("auto", "fast", "keras"), "lstm", self.lstm, "one of auto, fast, keras")
         _require(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**31),
                  "seed", self.seed, "an integer in [0, 2**31)")
-        _require(self.tokenizer in ("char", "bpe"), "tokenizer", self.tokenizer, "one of char, bpe")
-        _require(self.distribute in ("none", "mirrored", "multiworker"), "distribute", self.distribute,
-                 "one of none, mirrored, multiworker")
         if self.bpe_vocab is not None:
             if self.tokenizer != "bpe":
                 raise ConfigError(f"{flag('bpe_vocab')} {self.bpe_vocab!r} is for --tokenizer bpe (a char vocabulary is the "
@@ -135,6 +136,18 @@ class SampleConfig:
         _require(self.rng_seed is None or (isinstance(self.rng_seed, int) and self.rng_seed >= 0),
                  "rng_seed", self.rng_seed, "an integer >= 0")
         return self
+
+
+def choices(cls: type, name: str) -> tuple[str, ...]:
+    """The values field `name` of config class `cls` allows (its `choices` metadata): the CLI and validate() use it."""
+    return next(f.metadata["choices"] for f in fields(cls) if f.name == name)
+
+
+def _check_choices(cfg: Any) -> None:
+    for f in fields(cfg):
+        allowed = f.metadata.get("choices")
+        if allowed is not None:
+            _require(getattr(cfg, f.name) in allowed, f.name, getattr(cfg, f.name), "one of " + ", ".join(allowed))
 
 
 def _is_real(x: Any) -> bool:

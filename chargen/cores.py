@@ -20,6 +20,11 @@ Either choice gives the same bits, so switching never changes the text a seed gi
 in turn or side by side are the same products, and for one row two OpenBLAS threads split the
 output columns, not the sums; the Stepper checks that on its first one-row step and stays on
 one core for one row if the two ever differ.
+
+Both ways to use two cores need numpy's BLAS threads set per step (`chargen.blas`): two for one
+row, one for each half. Where they cannot be set (no OpenBLAS found: Apple Accelerate, MKL), the
+Stepper stays on one core, our side: two threads of ours, each calling a BLAS that may start
+threads of its own, would fight over two cores. The text is the same either way (tested).
 """
 
 from __future__ import annotations
@@ -143,10 +148,10 @@ class Stepper:
     def __init__(self, lstm, cores: int | None = None, blas: BlasThreads | None = None, adapt: bool = True):
         self.lstm = lstm
         self.blas = blas if blas is not None else blas_threads()
-        two = (cores or step_threads()) >= 2
-        self.one_row = Chooser(two and self.blas is not None, adapt)  # two cores for one row: two BLAS threads
+        two = (cores or step_threads()) >= 2 and self.blas is not None  # without BLAS control: one core
+        self.one_row = Chooser(two, adapt)  # two cores for one row: two BLAS threads
         self._one_row_checked = not self.one_row.two_possible
-        self.many_rows = Chooser(two, adapt)
+        self.many_rows = Chooser(two, adapt)  # two cores for several rows: halves on our threads, one BLAS thread each
         self._helper: _Helper | None = None
 
     def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:

@@ -1,4 +1,4 @@
-"""Reading the training text: a UTF-8 file, a folder of .txt files, or '-' for standard input."""
+"""Reading text: the training text (a UTF-8 file, a folder of .txt files, or '-' for standard input) and seeds."""
 
 from __future__ import annotations
 
@@ -31,12 +31,30 @@ def read_text(path: str | os.PathLike[str]) -> str:
     return _check_not_blank(text, str(p))
 
 
-def _read_file(p: Path) -> str:
+def read_seed(source: str | os.PathLike[str], label: str = "seed") -> str:
+    """A text to continue, from a UTF-8 file or '-' (standard input), exactly as it is.
+
+    A final newline stays: it is part of the text the model continues. An empty seed is allowed
+    (generation then starts from a zero state). CorpusError, starting with `label` (e.g. the flag),
+    for a missing path, a folder, an unreadable file, invalid UTF-8 or binary data.
+    """
+    if str(source) == "-":
+        return _decode(sys.stdin.buffer.read(), f"{label} (standard input)")
+    p = Path(source)
+    if p.is_dir():
+        raise CorpusError(f"{label} {p}: is a folder; give a UTF-8 text file")
+    if not p.exists():
+        raise CorpusError(f"{label} {p}: no such file; give the path of a UTF-8 text file")
+    return _read_file(p, f"{label} {p}")
+
+
+def _read_file(p: Path, where: str | None = None) -> str:
+    where = where or str(p)
     try:
         data = p.read_bytes()
     except OSError as e:
-        raise CorpusError(f"{p}: cannot read it ({e.strerror or e}); check the path and its permissions") from None
-    return _decode(data, str(p))
+        raise CorpusError(f"{where}: cannot read it ({e.strerror or e}); check the path and its permissions") from None
+    return _decode(data, where)
 
 
 def _decode(data: bytes, where: str) -> str:

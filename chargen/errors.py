@@ -35,3 +35,7 @@ class TrainingDiverged(ChargenError):
 
 class ExportError(ChargenError):
     """An export cannot be written where asked (the folder exists, no permission, disk full)."""
+
+
+class TensorBoardError(ChargenError):
+    """The TensorBoard log folder cannot be created or written."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
+from chargen.config import TrainConfig, choices
 from chargen.errors import CheckpointError, ConfigError, VocabularyError
 
 if TYPE_CHECKING:
@@ -26,6 +27,12 @@ if TYPE_CHECKING:
 
 # Every single code point is one pre-token; "." alone does not match a newline.
 _ONE_CHAR = ".|\n"
+# The unknown token written to tokenizer.json: none. WordLevel requires a string, and one inside the
+# vocabulary would be a real id (an output the network never learned, or a character unseen ones would
+# silently become). "" is never a pre-token, so plain `tokenizers` refuses an unseen character with
+# "WordLevel error: Missing [UNK] token from the vocabulary", as chargen refuses it. Files written
+# before this said "<unk>" (also outside the vocabulary: the same behaviour) and still load.
+NO_UNK = ""
 
 
 def _codepoints(text: str) -> np.ndarray:
@@ -43,7 +50,7 @@ class CharTokenizer:
         if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
             raise CheckpointError("tokenizer: the vocabulary must be distinct single characters")
         self.chars = list(chars)
-        self._hf = Tokenizer(models.WordLevel({c: i for i, c in enumerate(self.chars)}, unk_token=None))
+        self._hf = Tokenizer(models.WordLevel({c: i for i, c in enumerate(self.chars)}, unk_token=NO_UNK))
         self._hf.pre_tokenizer = pre_tokenizers.Split(Regex(_ONE_CHAR), behavior="isolated")
         self._hf.decoder = decoders.Fuse()
         self._index = {c: i for i, c in enumerate(self.chars)}
@@ -123,7 +130,12 @@ class CharTokenizer:
 
     @classmethod
     def from_str(cls, data: str, where: str = "tokenizer.json") -> "CharTokenizer":
-        """Rebuild from tokenizer.json text, checking that it is a one-character-per-token vocabulary."""
+        """Rebuild from tokenizer.json text, checking that it is chargen's one-character-per-token layout.
+
+        Refused (CheckpointError): another model type, ids that are not 0..V-1, a pre-tokenizer other
+        than one token per character, a normalizer or added tokens, and an unknown token inside the
+        vocabulary (the file would then map unseen characters to it in `tokenizers` while chargen refuses them).
+        """
         try:
             obj = json.loads(data)
             vocab = obj["model"]["vocab"]
@@ -132,6 +144,9 @@ class CharTokenizer:
             chars = [None] * len(vocab)
             for ch, i in vocab.items():
                 chars[i] = ch
+            problem = _layout_problem(obj, vocab)
+            if problem:
+                raise ValueError(problem)
         except (ValueError, KeyError, TypeError, IndexError) as e:
             raise CheckpointError(f"{where}: not a chargen character vocabulary ({e}); retrain or restore the file") from None
         if any(c is None for c in chars):
@@ -143,8 +158,21 @@ class CharTokenizer:
         return cls.from_str(read_tokenizer_file(Path(path)), str(path))
 
 
+def _layout_problem(obj: dict, vocab: dict) -> str | None:
+    """What makes a WordLevel tokenizer.json encode differently from chargen's characters in `tokenizers`, if anything."""
+    unk = obj["model"].get("unk_token")
+    if not isinstance(unk, str) or unk in vocab:
+        return f"its unknown token {unk!r} is in the vocabulary or not a string"
+    pre = obj.get("pre_tokenizer") or {}
+    if (pre.get("type"), pre.get("pattern"), pre.get("behavior")) != ("Split", {"Regex": _ONE_CHAR}, "Isolated"):
+        return "its pre-tokenizer does not split the text into single characters"
+    if obj.get("normalizer") is not None or obj.get("added_tokens"):
+        return "it has a normalizer or added tokens"
+    return None
+
+
 Tokenizer = Union[CharTokenizer, "BpeTokenizer"]
-KINDS = ("char", "bpe")
+KINDS = choices(TrainConfig, "tokenizer")  # ("char", "bpe")
 
 
 def build_tokenizer(kind: str, text: str, bpe_vocab: int | None = None) -> Tokenizer:

@@ -1,7 +1,9 @@
+import json
+
 import numpy as np
 import pytest
 
-from chargen.errors import VocabularyError
+from chargen.errors import CheckpointError, VocabularyError
 from chargen.tokenizer import CharTokenizer
 
 SAMPLES = [
@@ -48,3 +50,52 @@ def test_unknown_characters_are_named():
     with pytest.raises(VocabularyError, match="'z'"):
         tok.encode("abz")
     assert tok.unknown_chars("abzq") == ["q", "z"]
+
+
+# ---------------------------------------------------------------- tokenizer.json in plain `tokenizers`
+
+# tokenizer.json for "ab\n" as chargen wrote it before the unknown token was "": "<unk>", not in the vocabulary.
+OLD_FILE = """{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+ "pre_tokenizer": {"type": "Split", "pattern": {"Regex": ".|\\n"}, "behavior": "Isolated", "invert": false},
+ "post_processor": null, "decoder": {"type": "Fuse"},
+ "model": {"type": "WordLevel", "vocab": {"\\n": 0, "a": 1, "b": 2}, "unk_token": "<unk>"}}"""
+
+
+def test_the_file_loads_in_plain_tokenizers_with_chargens_ids_and_refuses_unseen_characters(tmp_path):
+    from tokenizers import Tokenizer
+
+    text = "".join(SAMPLES)
+    tok = CharTokenizer.from_text(text)
+    tok.save(tmp_path / "tokenizer.json")
+    hf = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert set(text) == set(tok.chars)  # the text has every character of the vocabulary
+    assert hf.encode(text).ids == tok.encode(text).tolist()
+    assert hf.decode(hf.encode(text).ids) == text and hf.get_vocab_size() == tok.vocab_size
+    assert hf.model.unk_token not in hf.get_vocab()  # no id beyond the network's outputs
+    with pytest.raises(Exception, match="Missing \\[UNK\\] token"):  # refused, as chargen refuses it
+        hf.encode(text + "\u0416")
+    with pytest.raises(VocabularyError):
+        tok.encode(text + "\u0416")
+
+
+def test_files_written_before_still_load():
+    from tokenizers import Tokenizer
+
+    old = CharTokenizer.from_str(OLD_FILE)
+    assert old.chars == ["\n", "a", "b"] and old.encode("ab\nba").tolist() == [1, 2, 0, 2, 1]
+    assert Tokenizer.from_str(OLD_FILE).encode("ab\nba").ids == [1, 2, 0, 2, 1]
+    assert json.loads(old.to_str())["model"]["unk_token"] == ""  # saved again in the new layout
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda o: o["model"].update(unk_token="a"), "unknown token 'a' is in the vocabulary"),
+    (lambda o: o.update(pre_tokenizer={"type": "Whitespace"}), "does not split the text into single characters"),
+    (lambda o: o.update(normalizer={"type": "Lowercase"}), "normalizer"),
+    (lambda o: o["model"].update(vocab={"a": 0, "bc": 1}), "distinct single characters"),
+    (lambda o: o["model"].update(vocab={"a": 0, "b": 2}), "not a chargen character vocabulary"),
+])
+def test_a_file_that_is_not_chargens_layout_is_refused(change, needle):
+    obj = json.loads(OLD_FILE)
+    change(obj)
+    with pytest.raises(CheckpointError, match=needle):
+        CharTokenizer.from_str(json.dumps(obj))
