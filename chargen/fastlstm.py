@@ -6,23 +6,9 @@ the same order, with the same initializers), the same gate order (i, f, c, o) an
 and the same state semantics (one (h, c) per batch row in non-trainable variables, carried
 from call to call, zeroed by reset_state()). Weights copy both ways with get/set_weights().
 
-Why it is faster than the stock layer on a CPU (Keras runs the LSTM cell inside a while loop
-and lets autodiff differentiate the loop step by step):
-- The input projection x @ kernel + bias does not depend on the recurrence, so it is done for
-  the whole window in one big matmul; only h @ recurrent_kernel stays inside the loop.
-  Autodiff of that one matmul also gives d(kernel), d(bias) and d(inputs) as big matmuls.
-- The recurrence has a hand-written gradient (tf.custom_gradient). The forward loop keeps,
-  per step, the few local derivatives the backward needs; the backward loop then does only
-  one small matmul per step (dz_t @ U^T) plus a handful of element-wise ops, and
-  d(recurrent_kernel) is computed after the loop as ONE matmul over all steps:
-  concat_t(h_{t-1})^T @ concat_t(dz_t). Autodiff instead does a thin (u x B) @ (B x 4u)
-  matmul per step and accumulates T of them, besides differentiating every gate op.
-- Both time loops are XLA-compiled on their own (jit=True, the default), even when the train
-  step is not: XLA fuses each step's element-wise ops into one kernel and its small matmuls
-  ran faster than TensorFlow's here. The rest of the step stays on TensorFlow's kernels, which
-  beat XLA's for the big matmuls, softmax and Adam (see benchmarks/train_speed.py).
-
-The TensorFlow backend is required (it is the only backend this package uses).
+This module holds the LSTM's maths for one step, forward and backward; the time loops, their
+XLA compilation, the custom gradient and the stateful layer are chargen.recurrence's, shared
+with the GRU (chargen/gru.py); its docstring says why that is faster than the stock layer.
 """
 
 from __future__ import annotations
@@ -30,11 +16,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-try:  # the stock RNN layer creates its state variables the same way, to keep them out of weights
-    from keras.src.utils.tracking import no_automatic_dependency_tracking as _untracked
-except ImportError:  # pragma: no cover - older/newer Keras layouts
-    def _untracked(fn):
-        return fn
+from chargen.recurrence import CellMaths, Recurrence, StatefulRecurrent
 
 
 def _unit_forget_bias(units: int):
@@ -44,10 +26,10 @@ def _unit_forget_bias(units: int):
     return init
 
 
-def _cell(z, c):
+def _step(xp, m, h, carries):
     """One LSTM step from the pre-activations z = x W + b + h U and the previous c.
 
-    Returns the new (h, c) and what the backward pass needs of this step: the step-local
+    Returns the new h and (c,) and what the backward pass needs of this step: the step-local
     derivatives, computed here while the gate values are at hand (with XLA they fuse into the
     step for free; as a separate pass over the whole window they cost a third of the backward):
       dc_from_h = o * (1 - tanh(c)^2)          dc_t += dh_t * dc_from_h
@@ -56,72 +38,26 @@ def _cell(z, c):
       f                                        dc_{t-1} = dc_t * f
     Gate order (i, f, c, o), sigmoid for i, f, o and tanh for the candidate: as keras LSTMCell.
     """
-    zi, zf, zg, zo = tf.split(z, 4, axis=1)
+    (c,) = carries
+    zi, zf, zg, zo = tf.split(xp + m, 4, axis=1)
     i, f, g, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.tanh(zg), tf.sigmoid(zo)
     c_new = f * c + i * g
     tc = tf.tanh(c_new)
     h = o * tc
     local = tf.concat([g * i * (1.0 - i), c * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], axis=1)
-    return h, c_new, (o * (1.0 - tc * tc), local, f)
+    return h, (c_new,), (o * (1.0 - tc * tc), local, f)
 
 
-def _forward(xp, h0, c0, rec):
-    """The recurrence over the window, keeping what the backward pass needs of every step.
-
-    A tf.while_loop rather than a Python-unrolled loop: unrolling 128 steps into the graph was
-    no faster here (the executor's cost per op is the same) and took 50 s to XLA-compile.
-    """
-    n = tf.shape(xp)[0]
-    xs = tf.TensorArray(xp.dtype, size=n).unstack(xp)
-
-    def body(t, h, c, hs, *saved):
-        h, c, keep = _cell(xs.read(t) + tf.matmul(h, rec), c)
-        return (t + 1, h, c, hs.write(t, h), *(ta.write(t, v) for ta, v in zip(saved, keep)))
-
-    out = tf.while_loop(lambda t, *_: t < n, body,
-                        (0, h0, c0, *(tf.TensorArray(xp.dtype, size=n) for _ in range(4))), maximum_iterations=n)
-    c_last = out[2]
-    hs, dc_from_h, local, f = (ta.stack() for ta in out[3:])
-    units = rec.shape[0]
-    for v, width in ((hs, units), (dc_from_h, units), (local, 4 * units), (f, units)):
-        v.set_shape(xp.shape[:2].concatenate([width]))
-    return hs, c_last, dc_from_h, local, f
+def _back(dh, d_carries, saved):
+    """One step back: dz_t (which is both dL/d(x W + b)_t and dL/d(h U)_t) and dL/dc_{t-1}."""
+    (dc,), (dc_from_h, local, f) = d_carries, saved
+    dc = dc + dh * dc_from_h
+    dz = tf.concat([dc, dc, dc, dh], axis=1) * local
+    return dz, dz, None, (dc * f,)
 
 
-def _backward(d_hs, d_c_last, h0, hs, dc_from_h, local, f, rec):
-    """Gradients of (xp, h0, c0, rec) given dL/dh_t for every step and dL/dc_T."""
-    units = rec.shape[0]
-    # U^T is materialised once: matmul(..., transpose_b=True) ran 1.5-3x slower per step than
-    # a plain matmul with a transposed copy (TF's CPU matmul on 2 cores, measured here).
-    rec_t = tf.transpose(rec)
-    n = tf.shape(d_hs)[0]
-    tas = [tf.TensorArray(d_hs.dtype, size=n).unstack(v) for v in (d_hs, dc_from_h, local, f)]
-
-    def back(t, dh_rec, dc, dzs):
-        # The only matmul per step is dz_t @ U^T; d(U) is not accumulated here (see below).
-        dh = tas[0].read(t) + dh_rec
-        dc = dc + dh * tas[1].read(t)
-        dz = tf.concat([dc, dc, dc, dh], axis=1) * tas[2].read(t)
-        return t - 1, tf.matmul(dz, rec_t), dc * tas[3].read(t), dzs.write(t, dz)
-
-    _, dh0, dc0, dzs = tf.while_loop(lambda t, *_: t >= 0, back,
-                                     (n - 1, tf.zeros_like(h0), d_c_last, tf.TensorArray(d_hs.dtype, size=n)),
-                                     maximum_iterations=n)
-    dz_all = dzs.stack()
-    dz_all.set_shape(local.shape)
-    # d(recurrent_kernel) as ONE matmul over all steps: sum_t h_{t-1}^T dz_t.
-    h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
-    d_rec = tf.matmul(tf.reshape(h_prev, (-1, units)), tf.reshape(dz_all, (-1, 4 * units)), transpose_a=True)
-    # dz_t is exactly dL/d(xp_t): the input projection's gradients follow by autodiff outside.
-    return dz_all, dh0, dc0, d_rec
-
-
-# XLA fuses each step's element-wise ops into one kernel, and its small per-step matmuls ran
-# faster than TensorFlow's here: the whole train step got 1.4x faster at 2x512 units and 1.2x
-# at 2x256 (2 CPU cores) with these two functions compiled. A jit_compile function nested in a
-# plain tf.function is compiled on its own; in a jit-compiled train step it is simply inlined.
-_KERNELS = {jit: (tf.function(_forward, jit_compile=jit, autograph=False),
-                  tf.function(_backward, jit_compile=jit, autograph=False)) for jit in (False, True)}
+LSTM_MATHS = CellMaths("lstm", gates=4, carries=1, saved_widths=(1, 4, 1), step=_step, back=_back, dm_is_dxp=True)
+_RECURRENCE = Recurrence(LSTM_MATHS)
 
 
 def _recurrence(xp, h0, c0, rec, jit: bool = True):
@@ -130,25 +66,8 @@ def _recurrence(xp, h0, c0, rec, jit: bool = True):
     xp: (T, B, 4u) input projections (x W + b); h0, c0: (B, u); rec: (u, 4u).
     Returns hs (T, B, u) and the final c (B, u); the final h is hs[-1].
     """
-    forward, backward = _KERNELS[bool(jit)]
-
-    @tf.custom_gradient
-    def run(xp, h0, c0, rec):
-        # stop_gradient: nothing may differentiate through the loop itself (the gradient is
-        # `grad` below), so TF must not record it; in eager mode it otherwise builds a
-        # differentiable variant of the loop, which XLA refuses.
-        hs, c_last, *saved = forward(*(tf.stop_gradient(v) for v in (xp, h0, c0, rec)))
-
-        def grad(d_hs, d_c_last):
-            # d_hs: dL/dh_t for every output step (return_sequences); d_c_last: dL/dc_T (the final
-            # state only goes to a variable, so it is normally zero or None, but handle it).
-            d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
-            d_c_last = tf.zeros_like(c0) if d_c_last is None else d_c_last
-            return backward(d_hs, d_c_last, h0, hs, *saved, rec)
-
-        return (hs, c_last), grad
-
-    return run(xp, h0, c0, rec)
+    hs, (c_last,) = _RECURRENCE(xp, h0, (c0,), rec, None, jit)
+    return hs, c_last
 
 
 class _LSTMWeights(keras.layers.Layer):
@@ -165,74 +84,22 @@ class _LSTMWeights(keras.layers.Layer):
         self.bias = self.add_weight(shape=(4 * u,), initializer=_unit_forget_bias(u), name="bias")
 
 
-class FastLSTM(keras.layers.Layer):
+class FastLSTM(StatefulRecurrent):
     """Stateful LSTM (return_sequences=True) for a fixed batch size, with Keras LSTM's weights.
 
     `jit=True` (default) XLA-compiles the forward and backward time loops (each distinct
     sequence length compiles once); `jit=False` runs them as plain TensorFlow graphs.
     """
 
-    stateful = True  # what chargen.model.lstm_layers() looks for
+    cell_name = "lstm_cell"
+    state_names = ("rnn_state_h", "rnn_state_c")
+    recurrence = _RECURRENCE
 
-    def __init__(self, units: int, jit: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        self.units = int(units)
-        self.jit = bool(jit)
-        self.states = None
-        self._batch_size = None
+    def _make_weights(self, units: int, name: str) -> keras.layers.Layer:
+        return _LSTMWeights(units, name=name)
 
-    def build(self, input_shape):
-        batch, _, dim = input_shape
-        if batch is None:
-            raise ValueError(f"{self.name}: a stateful FastLSTM needs a static batch size; "
-                             f"got input shape {tuple(input_shape)} (use keras.Input(batch_shape=...))")
-        u = self.units
-        # The weights live in a sublayer named "lstm_cell", built here inside this layer's name
-        # scope, so their paths are the stock layer's ("lstm_0/lstm_cell/kernel", ...), created
-        # in the same order: kernel, recurrent_kernel, bias.
-        self.cell = _LSTMWeights(u, name="lstm_cell")
-        self.cell.build((batch, dim))
-        self._batch_size = int(batch)
-        self._create_state_variables(int(batch))
-        self.built = True
-
-    @_untracked
-    def _create_state_variables(self, batch):
-        # Not tracked: like the stock layer's, the state is not a weight, so get_weights()
-        # stays the same for models of different batch sizes.
-        self.states = [keras.Variable(tf.zeros((batch, self.units)), trainable=False, dtype="float32",
-                                      name=name) for name in ("rnn_state_h", "rnn_state_c")]
-
-    def reset_state(self):
-        if self.states is not None:
-            for v in self.states:
-                v.assign(tf.zeros_like(v.value))
+    def _biases(self):
+        return self.cell.bias, None
 
     def reset_states(self):  # the stock layer's alias
         self.reset_state()
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[1], self.units)
-
-    def call(self, inputs, training=None):
-        batch, steps, dim = inputs.shape
-        if batch != self._batch_size:
-            raise ValueError(f"{self.name}: this stateful layer was built for batch size {self._batch_size} "
-                             f"(its state has one row per batch row) but was called with batch size {batch}; "
-                             "build a model for that batch size and copy the weights")
-        u = self.units
-        x = tf.transpose(tf.convert_to_tensor(inputs, self.compute_dtype), (1, 0, 2))  # time-major (T, B, D)
-        # The input projection of the whole window in one matmul (autodiff gives dW, db, dx).
-        xp = tf.reshape(tf.matmul(tf.reshape(x, (-1, dim)), self.cell.kernel) + self.cell.bias,
-                        tf.concat([tf.shape(x)[:2], [4 * u]], 0))
-        xp.set_shape((steps, batch, 4 * u))
-        h0, c0 = (tf.convert_to_tensor(v) for v in self.states)
-        hs, c_last = _recurrence(xp, h0, c0, tf.convert_to_tensor(self.cell.recurrent_kernel), self.jit)
-        # Carry the final state to the next call (truncated BPTT: no gradient across calls).
-        self.states[0].assign(hs[-1])
-        self.states[1].assign(c_last)
-        return tf.transpose(hs, (1, 0, 2))
-
-    def get_config(self):
-        return {**super().get_config(), "units": self.units, "jit": self.jit}
-

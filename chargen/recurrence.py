@@ -1,0 +1,266 @@
+"""The cell-independent part of a fast recurrent layer: the time loops, their gradient, the state.
+
+A recurrent layer here is "project the whole window's input at once, then loop only over what
+depends on the previous step". That split, the loop plumbing (TensorArrays, tf.while_loop,
+tf.custom_gradient, XLA) and the stateful Keras layer around it are the same for every cell;
+what a cell brings is its maths for one step, forward and backward (`CellMaths`). chargen's
+FastLSTM (chargen/fastlstm.py) and FastGRU (chargen/gru.py) are the two cells using it.
+
+Why this is faster than the stock Keras layers on a CPU (they run the cell inside a while loop
+and let autodiff differentiate it step by step):
+- The input projection x @ kernel + bias does not depend on the recurrence, so the layer does
+  it for the whole window in one big matmul; only h @ recurrent_kernel stays in the loop.
+  Autodiff of that one matmul also gives d(kernel), d(bias) and d(inputs) as big matmuls.
+- The recurrence has a hand-written gradient (tf.custom_gradient). The forward loop keeps, per
+  step, the few local derivatives the cell's backward needs; the backward loop does one small
+  matmul per step (dm_t @ U^T) plus the cell's element-wise ops, and d(recurrent_kernel) is
+  ONE matmul after the loop: concat_t(h_{t-1})^T @ concat_t(dm_t), where m_t = h_{t-1} U (+ b)
+  is the recurrent pre-activation. Autodiff instead does a thin (u x B) @ (B x Gu) matmul per
+  step and accumulates T of them, besides differentiating every gate op.
+- Both time loops are XLA-compiled on their own (jit=True, the default), even when the train
+  step is not: XLA fuses each step's element-wise ops into one kernel and its small matmuls
+  ran faster than TensorFlow's here. The rest of the step stays on TensorFlow's kernels, which
+  beat XLA's for the big matmuls, softmax and Adam (see benchmarks/train_speed.py).
+
+The TensorFlow backend is required (it is the only backend this package uses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+try:  # the stock RNN layer creates its state variables the same way, to keep them out of weights
+    from keras.src.utils.tracking import no_automatic_dependency_tracking as _untracked
+except ImportError:  # pragma: no cover - older/newer Keras layouts
+    def _untracked(fn):
+        return fn
+
+
+@dataclass(frozen=True)
+class CellMaths:
+    """What the generic loops need of a cell: one step forward and one step backward.
+
+    Per step t, with G gate blocks of u units, and `carries` the state tensors besides h (the
+    LSTM's c; none for a GRU):
+      step(xp_t, m_t, h, carries) -> (h_t, carries_t, saved_t)
+        xp_t (B, Gu) is the input projection, m_t = h_{t-1} U (+ recurrent bias) (B, Gu);
+        saved_t is a tuple of tensors of widths `saved_widths` x u, kept for the backward.
+      back(dh, d_carries, saved_t) -> (dxp_t, dm_t, dh_direct, d_carries_{t-1})
+        dh is dL/dh_t in full (from the output and from step t+1); dm_t is dL/dm_t, which the
+        loop turns into dL/dh_{t-1} = dm_t @ U^T (+ dh_direct when h_{t-1} also enters the step
+        directly, else None). `dm_is_dxp`: the two are the same tensor (the LSTM), so the loop
+        keeps only one.
+    """
+
+    name: str
+    gates: int
+    carries: int
+    saved_widths: tuple[int, ...]
+    step: Callable
+    back: Callable
+    dm_is_dxp: bool = False
+
+
+def _forward(cell: CellMaths, xp, h0, carries0, rec, rec_bias):
+    """The recurrence over the window, keeping what the backward pass needs of every step.
+
+    A tf.while_loop rather than a Python-unrolled loop: unrolling 128 steps into the graph was
+    no faster here (the executor's cost per op is the same) and took 50 s to XLA-compile.
+    """
+    n = tf.shape(xp)[0]
+    xs = tf.TensorArray(xp.dtype, size=n).unstack(xp)
+    k = cell.carries
+
+    def body(t, h, *rest):
+        carries, hs, saved = rest[:k], rest[k], rest[k + 1:]
+        m = tf.matmul(h, rec) if rec_bias is None else tf.matmul(h, rec) + rec_bias
+        h, carries, keep = cell.step(xs.read(t), m, h, carries)
+        return (t + 1, h, *carries, hs.write(t, h), *(ta.write(t, v) for ta, v in zip(saved, keep)))
+
+    tas = [tf.TensorArray(xp.dtype, size=n) for _ in range(1 + len(cell.saved_widths))]
+    out = tf.while_loop(lambda t, *_: t < n, body, (0, h0, *carries0, *tas), maximum_iterations=n)
+    carries_last = tuple(out[2:2 + k])
+    hs, *saved = (ta.stack() for ta in out[2 + k:])
+    units = rec.shape[0]
+    for v, width in zip([hs, *saved], (1, *cell.saved_widths)):
+        v.set_shape(xp.shape[:2].concatenate([width * units]))
+    return hs, carries_last, tuple(saved)
+
+
+def _backward(cell: CellMaths, d_hs, d_carries_last, h0, hs, saved, rec, with_bias: bool):
+    """Gradients of (xp, h0, carries0, rec[, rec_bias]) given dL/dh_t for every step and dL/d(final carries)."""
+    units = rec.shape[0]
+    # U^T is materialised once: matmul(..., transpose_b=True) ran 1.5-3x slower per step than
+    # a plain matmul with a transposed copy (TF's CPU matmul on 2 cores, measured here).
+    rec_t = tf.transpose(rec)
+    n = tf.shape(d_hs)[0]
+    d_hs_ta = tf.TensorArray(d_hs.dtype, size=n).unstack(d_hs)
+    saved_tas = [tf.TensorArray(d_hs.dtype, size=n).unstack(v) for v in saved]
+    k, two = cell.carries, not cell.dm_is_dxp
+
+    def back(t, dh_rec, *rest):
+        d_carries, outs = rest[:k], rest[k:]
+        dh = d_hs_ta.read(t) + dh_rec
+        dxp, dm, dh_direct, d_carries = cell.back(dh, d_carries, tuple(ta.read(t) for ta in saved_tas))
+        # The only matmul per step is dm_t @ U^T; d(U) is not accumulated here (see below).
+        dh_prev = tf.matmul(dm, rec_t) if dh_direct is None else tf.matmul(dm, rec_t) + dh_direct
+        outs = (outs[0].write(t, dxp), outs[1].write(t, dm)) if two else (outs[0].write(t, dxp),)
+        return (t - 1, dh_prev, *d_carries, *outs)
+
+    outs = [tf.TensorArray(d_hs.dtype, size=n) for _ in range(1 + two)]
+    out = tf.while_loop(lambda t, *_: t >= 0, back, (n - 1, tf.zeros_like(h0), *d_carries_last, *outs),
+                        maximum_iterations=n)
+    dh0, d_carries0 = out[1], tuple(out[2:2 + k])
+    dxp_all, *dm_all = (ta.stack() for ta in out[2 + k:])
+    dm_all = dm_all[0] if two else dxp_all
+    for v in (dxp_all, dm_all):
+        v.set_shape(hs.shape[:2].concatenate([cell.gates * units]))
+    # d(recurrent_kernel) as ONE matmul over all steps: sum_t h_{t-1}^T dm_t.
+    h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
+    flat_dm = tf.reshape(dm_all, (-1, cell.gates * units))
+    d_rec = tf.matmul(tf.reshape(h_prev, (-1, units)), flat_dm, transpose_a=True)
+    d_bias = (tf.reduce_sum(flat_dm, axis=0),) if with_bias else ()
+    # dxp_t is exactly dL/d(xp_t): the input projection's gradients follow by autodiff outside.
+    return (dxp_all, dh0, *d_carries0, d_rec, *d_bias)
+
+
+class Recurrence:
+    """A cell's recurrence over a time-major window, with its hand-written gradient.
+
+    Calling it with xp (T, B, Gu), h0 (B, u), carries0 (a tuple of (B, u)), rec (u, Gu) and
+    optionally rec_bias (Gu,) returns hs (T, B, u) and the final carries; the final h is hs[-1].
+    """
+
+    def __init__(self, cell: CellMaths):
+        self.cell = cell
+        # XLA fuses each step's element-wise ops into one kernel, and its small per-step matmuls
+        # ran faster than TensorFlow's here: the whole LSTM train step got 1.4x faster at 2x512
+        # units and 1.2x at 2x256 (2 CPU cores) with these two functions compiled. A jit_compile
+        # function nested in a plain tf.function is compiled on its own; in a jit-compiled train
+        # step it is simply inlined.
+        def forward(*args):
+            return _forward(cell, *args)
+
+        def backward(*args):
+            return _backward(cell, *args)
+
+        forward.__name__, backward.__name__ = f"{cell.name}_forward", f"{cell.name}_backward"  # in traces and profiles
+        self._kernels = {jit: (tf.function(forward, jit_compile=jit, autograph=False),
+                               tf.function(backward, jit_compile=jit, autograph=False)) for jit in (False, True)}
+
+    def __call__(self, xp, h0, carries0: tuple = (), rec=None, rec_bias=None, jit: bool = True):
+        forward, backward = self._kernels[bool(jit)]
+        k, with_bias = self.cell.carries, rec_bias is not None
+        if len(carries0) != k:
+            raise ValueError(f"the {self.cell.name} recurrence carries {k} tensors besides h, got {len(carries0)}")
+
+        @tf.custom_gradient
+        def run(xp, h0, *rest):
+            carries0, rec = rest[:k], rest[k]
+            rec_bias = rest[k + 1] if with_bias else None
+            # stop_gradient: nothing may differentiate through the loop itself (the gradient is
+            # `grad` below), so TF must not record it; in eager mode it otherwise builds a
+            # differentiable variant of the loop, which XLA refuses.
+            stop = [tf.stop_gradient(v) for v in (xp, h0, *carries0, rec)]
+            bias = None if rec_bias is None else tf.stop_gradient(rec_bias)
+            hs, carries_last, saved = forward(stop[0], stop[1], tuple(stop[2:2 + k]), stop[-1], bias)
+
+            def grad(d_hs, *d_carries_last):
+                # d_hs: dL/dh_t for every output step (return_sequences); d_carries_last: dL/d(final
+                # carries) (the final state only goes to a variable, so normally zero or None).
+                d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
+                d_last = tuple(tf.zeros_like(c) if d is None else d for c, d in zip(carries_last, d_carries_last))
+                return list(backward(d_hs, d_last, h0, hs, saved, rec, with_bias))
+
+            return (hs, *carries_last), grad
+
+        args = (xp, h0, *carries0, rec) + ((rec_bias,) if with_bias else ())
+        out = run(*args)
+        return out[0], tuple(out[1:])
+
+
+class StatefulRecurrent(keras.layers.Layer):
+    """A stateful recurrent layer (return_sequences=True) for a fixed batch size, stock-layer compatible.
+
+    Subclasses name the cell and make its weights: `cell_name` (the stock cell's name, so weight
+    paths match: "gru_0/gru_cell/kernel"), `state_names` (h first), `recurrence` (a Recurrence),
+    `_make_weights(units, name)` (a sublayer with kernel, recurrent_kernel, bias) and
+    `_biases()` (the input bias and the recurrent bias or None). State lives in non-trainable
+    variables kept out of get_weights(), carried from call to call, zeroed by reset_state().
+    `jit=True` (default) XLA-compiles the time loops (each distinct sequence length compiles
+    once); `jit=False` runs them as plain TensorFlow graphs.
+    """
+
+    stateful = True  # what chargen.model.lstm_layers() looks for
+    cell_name: str
+    state_names: tuple[str, ...]
+    recurrence: Recurrence
+
+    def __init__(self, units: int, jit: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.jit = bool(jit)
+        self.states = None
+        self._batch_size = None
+
+    def _make_weights(self, units: int, name: str) -> keras.layers.Layer:
+        raise NotImplementedError
+
+    def _biases(self):
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        batch, _, dim = input_shape
+        if batch is None:
+            raise ValueError(f"{self.name}: a stateful {type(self).__name__} needs a static batch size; "
+                             f"got input shape {tuple(input_shape)} (use keras.Input(batch_shape=...))")
+        # The weights live in a sublayer named like the stock cell, built here inside this layer's
+        # name scope, so their paths are the stock layer's, created in the same order.
+        self.cell = self._make_weights(self.units, self.cell_name)
+        self.cell.build((batch, dim))
+        self._batch_size = int(batch)
+        self._create_state_variables(int(batch))
+        self.built = True
+
+    @_untracked
+    def _create_state_variables(self, batch):
+        # Not tracked: like the stock layer's, the state is not a weight, so get_weights()
+        # stays the same for models of different batch sizes.
+        self.states = [keras.Variable(tf.zeros((batch, self.units)), trainable=False, dtype="float32", name=name)
+                       for name in self.state_names]
+
+    def reset_state(self):
+        if self.states is not None:
+            for v in self.states:
+                v.assign(tf.zeros_like(v.value))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], self.units)
+
+    def call(self, inputs, training=None):
+        batch, steps, dim = inputs.shape
+        if batch != self._batch_size:
+            raise ValueError(f"{self.name}: this stateful layer was built for batch size {self._batch_size} "
+                             f"(its state has one row per batch row) but was called with batch size {batch}; "
+                             "build a model for that batch size and copy the weights")
+        width = self.recurrence.cell.gates * self.units
+        input_bias, rec_bias = self._biases()
+        x = tf.transpose(tf.convert_to_tensor(inputs, self.compute_dtype), (1, 0, 2))  # time-major (T, B, D)
+        # The input projection of the whole window in one matmul (autodiff gives dW, db, dx).
+        xp = tf.reshape(tf.matmul(tf.reshape(x, (-1, dim)), self.cell.kernel) + input_bias,
+                        tf.concat([tf.shape(x)[:2], [width]], 0))
+        xp.set_shape((steps, batch, width))
+        h0, *carries0 = (tf.convert_to_tensor(v) for v in self.states)
+        rec = tf.convert_to_tensor(self.cell.recurrent_kernel)
+        hs, carries_last = self.recurrence(xp, h0, tuple(carries0), rec, rec_bias, self.jit)
+        # Carry the final state to the next call (truncated BPTT: no gradient across calls).
+        for v, value in zip(self.states, (hs[-1], *carries_last)):
+            v.assign(value)
+        return tf.transpose(hs, (1, 0, 2))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "jit": self.jit}
