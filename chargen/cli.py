@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generate N independent samples at once (default: 1); live on a terminal, "
                         "one after another otherwise")
     s.add_argument("--echo-seed", dest="echo", action="store_true", help="print the seed before its continuation")
+    s.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="end the text as soon as it contains TEXT, which is kept as its end; repeat for several; "
+                        r"\n, \t, \r and \\ stand for newline, tab, return and backslash")
     _add_fields(s, SampleConfig)
 
     x = sub.add_parser("export", help="write a checkpoint as a single-step SavedModel or TFLite model for other runtimes")
@@ -138,16 +141,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from chargen.generate import load
+    from chargen.stops import check_stops, unescape
 
     cfg = SampleConfig(**_given(args, SampleConfig)).validate()  # bad options fail before loading
+    stop = check_stops([unescape(s) for s in args.stop or []])
     import_tensorflow_quietly()
     gen = load(args.checkpoint, which=args.which, root=args.root)
     prefix = args.seed if args.echo else ""
     if args.num_samples != 1:
-        return _sample_many(gen, args, cfg, prefix)
+        return _sample_many(gen, args, cfg, prefix, stop)
     out = sys.stdout
     out.write(prefix)
-    for piece in gen.stream(args.seed, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p, cfg.rng_seed, args.unknown):
+    for piece in gen.stream(args.seed, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p, cfg.rng_seed, args.unknown,
+                            stop):
         out.write(piece)
         out.flush()  # text appears as it is generated
     out.write("\n")
@@ -155,10 +161,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, prefix: str) -> int:
+def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, prefix: str, stop: tuple[str, ...]) -> int:
     """N samples generated together: shown growing live on a terminal, printed in turn otherwise."""
     steps = gen.stream_many(args.seed, args.num_samples, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p,
-                            cfg.rng_seed, args.unknown)
+                            cfg.rng_seed, args.unknown, stop)
     texts = [[prefix] for _ in range(args.num_samples)]
     if sys.stdout.isatty():
         from rich.console import Console, Group
