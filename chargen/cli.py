@@ -9,7 +9,7 @@ from dataclasses import MISSING
 from typing import Any, Sequence
 
 from chargen._quiet import import_tensorflow_quietly, native_stderr_hidden
-from chargen.config import ModelConfig, SampleConfig, TrainConfig, cli_fields, parse_units
+from chargen.config import ModelConfig, SampleConfig, ServeConfig, TrainConfig, cli_fields, parse_units
 from chargen.config import flag as field_flag
 from chargen.errors import ChargenError
 
@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="characters not in the vocabulary: stop with an error or drop them")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+
+    v = sub.add_parser("serve", help="serve a checkpoint over HTTP: a JSON/streaming API and a playground page "
+                                     "(needs pip install 'chargen[serve]')")
+    v.add_argument("--checkpoint", default=None, help="run name under --root or a folder (default: the newest run)")
+    v.add_argument("--which", choices=("best", "last"), default="best", help="snapshot to serve (default: best)")
+    v.add_argument("--root", default="checkpoints", help="where checkpoints are (default: checkpoints)")
+    _add_fields(v, ServeConfig)
 
     h = sub.add_parser("history", help="a run's per-epoch losses as a table and a terminal chart")
     h.add_argument("checkpoint", nargs="?", default=None, metavar="NAME",
@@ -232,6 +239,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from chargen.serve.server import check_installed, serve
+
+    cfg = ServeConfig(**_given(args, ServeConfig)).validate()  # bad flags and a missing extra fail before TensorFlow
+    check_installed()
+    import_tensorflow_quietly()
+    serve(args.checkpoint, which=args.which, root=args.root, config=cfg)
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -266,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "eval": cmd_eval,
-               "history": cmd_history}[args.command]
+               "history": cmd_history, "serve": cmd_serve}[args.command]
     try:
         return handler(args)
     except ChargenError as e:

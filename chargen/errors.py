@@ -35,3 +35,7 @@ class TrainingDiverged(ChargenError):
 
 class ExportError(ChargenError):
     """An export cannot be written where asked (the folder exists, no permission, disk full)."""
+
+
+class MissingExtra(ChargenError):
+    """An optional part of chargen is used without the packages of its extra (e.g. `chargen serve` without [serve])."""
