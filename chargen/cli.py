@@ -240,12 +240,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from chargen.serve.server import check_installed, serve
+    from chargen.serve.server import bind, check_installed, serve
 
-    cfg = ServeConfig(**_given(args, ServeConfig)).validate()  # bad flags and a missing extra fail before TensorFlow
-    check_installed()
+    cfg = ServeConfig(**_given(args, ServeConfig)).validate()  # bad flags, a missing extra and a busy port fail
+    check_installed()                                          # before TensorFlow loads
+    sock = bind(cfg.host, cfg.port)
     import_tensorflow_quietly()
-    serve(args.checkpoint, which=args.which, root=args.root, config=cfg)
+    serve(args.checkpoint, which=args.which, root=args.root, config=cfg, sock=sock)
     return 0
 
 

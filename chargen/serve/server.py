@@ -56,14 +56,19 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(checkpoint: str | None = None, which: str = "best", root: str = "checkpoints",
-          config: ServeConfig | None = None, say: Callable[[str], None] | None = None) -> None:
-    """Serve a checkpoint over HTTP until SIGINT or SIGTERM (see docs/serving.md)."""
+          config: ServeConfig | None = None, say: Callable[[str], None] | None = None,
+          sock: socket.socket | None = None) -> None:
+    """Serve a checkpoint over HTTP until SIGINT or SIGTERM (see docs/serving.md).
+
+    `sock` is a socket already bound with bind() (the CLI binds before TensorFlow loads, so a busy
+    port is reported at once); by default one is bound to config.host and config.port.
+    """
     cfg = (config or ServeConfig()).validate()
     check_installed()
     from chargen import checkpoint as ckpt
 
     ckpt.check_which(which)
-    sock = bind(cfg.host, cfg.port)
+    sock = sock if sock is not None else bind(cfg.host, cfg.port)
     try:
         import uvicorn
 
