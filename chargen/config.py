@@ -199,7 +199,9 @@ class ServeConfig:
     max_length: int = _opt(2000, "most characters one request may ask for")
     max_sessions: int = _opt(1000, "saved sessions kept; the least recently used is dropped beyond it")
     max_body: int = _opt(65536, "largest request body in bytes (the seed is in it); larger gets 413")
-    block_rows: int = _opt(16, "rows stepped in one product; every block has this many (padded), so a row's "
+    # 32: at 2x512 one product of 32 rows costs ~70% of two of 16 (benchmarks/serve_load.py, docs/serving.md);
+    # a lone client pays for the padding (a 32-row product per character instead of one row's).
+    block_rows: int = _opt(32, "rows stepped in one product; every block has this many (padded), so a row's "
                                "arithmetic, and a seeded text, never depend on the other clients")
     flush_ms: int = _opt(20, "a stream sends what it has at most this often, in milliseconds (its first piece at once)")
 

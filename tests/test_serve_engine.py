@@ -220,3 +220,20 @@ def test_sessions_drop_the_least_recently_used():
     assert store.get(a) is s  # a is now the most recently used
     c = store.save(s)
     assert store.get(b) is None and store.get(a) is s and store.get(c) is s and len(store) == 2
+
+
+def test_a_bpe_model_is_served_by_characters(small_text):
+    """With BPE a row's piece is a token's text: length counts characters (the last token may run over), as in
+    `chargen sample`, and the served text is the Generator's with the same rng_seed."""
+    from chargen.bpe import BpeTokenizer
+    from chargen.config import ModelConfig
+    from chargen.generate import Generator
+    from chargen.model import build_model
+
+    tok = BpeTokenizer.train(small_text, 40)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, embed=8, units=(16,))
+    bpe = Generator(cfg, build_model(cfg, 1).get_weights(), tok)
+    job = _job(seed="the state", length=50, rng_seed=2, temperature=1.0)
+    text = Engine(bpe, block_rows=4).run({0: [job]})[0]
+    assert 50 <= len(text) < 50 + max(len(t) for t in tok.tokens) and job.chars == len(text)
+    assert text == bpe.generate("the state", 50, temperature=1.0, rng_seed=2)

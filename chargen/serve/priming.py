@@ -33,6 +33,7 @@ class Primer:
         self._queue: collections.deque[tuple[Job, int]] = collections.deque()  # (job, seed tokens read)
         self._wake = threading.Event()
         self._closing = False
+        self._blank: tuple | None = None  # (state, logits) after reading a newline from zero state: the same for all
         self._thread = threading.Thread(target=self._run, name="chargen-primer", daemon=True)
 
     def start(self) -> None:
@@ -83,15 +84,22 @@ class Primer:
             else:
                 self._queue.append((job, done + CHUNK))
 
+    def _zero(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(np.zeros((1, u), np.float32), np.zeros((1, u), np.float32)) for u in self.units]
+
     def _prime(self, job: Job, done: int) -> bool:
         """Read the seed's tokens [done, done + CHUNK) into job.state and job.logits. True when it is all read."""
         if done == 0:
             job.seed_ids = self.tokenizer.encode(job.request.seed).astype(np.int64)  # checked when the request was
-            job.state = job.start[0] if job.start is not None else [
-                (np.zeros((1, u), np.float32), np.zeros((1, u), np.float32)) for u in self.units]
-            job.logits = job.start[1] if job.start is not None else None
-            if len(job.seed_ids) == 0 and job.logits is None:  # zero state, no seed: a newline is read first
-                job.seed_ids = np.array([start_token(self.tokenizer)], np.int64)
+            if job.start is not None:
+                job.state, job.logits = job.start
+            elif len(job.seed_ids) == 0:  # no seed: a newline read from zero state, as the Generator does
+                if self._blank is None:  # the same for every such request: read once (the arrays are only read)
+                    logits, state = self.stepper.step(np.array([start_token(self.tokenizer)], np.int64), self._zero())
+                    self._blank = (state, logits[0])
+                job.state, job.logits = self._blank
+            else:
+                job.state, job.logits = self._zero(), None
         ids, state, logits = job.seed_ids[done:done + CHUNK], job.state, None
         for k in range(len(ids)):
             logits, state = self.stepper.step(ids[k:k + 1], state)
