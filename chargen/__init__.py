@@ -1,8 +1,8 @@
 """chargen: character-level text generation with stateful LSTMs on TensorFlow/Keras 3."""
 
 from chargen.config import ModelConfig, SampleConfig, TrainConfig
-from chargen.errors import (ChargenError, CheckpointError, ConfigError, CorpusError, ExportError, StateError,
-                            TensorBoardError, TrainingDiverged, TrainingInterrupted, VocabularyError)
+from chargen.errors import (ChargenError, CheckpointError, ConfigError, CorpusError, ExportError, MissingExtra,
+                            StateError, TensorBoardError, TrainingDiverged, TrainingInterrupted, VocabularyError)
 
 __version__ = "0.1.0"
 
@@ -11,7 +11,7 @@ __all__ = ["train", "load", "Generator", "ModelConfig", "TrainConfig", "SampleCo
            "history", "TensorBoard", "SampleEvery",
            # every error chargen raises (chargen/errors.py), so `except chargen.TensorBoardError` works
            "ChargenError", "ConfigError", "CorpusError", "CheckpointError", "StateError", "VocabularyError",
-           "TrainingInterrupted", "TrainingDiverged", "ExportError", "TensorBoardError"]
+           "TrainingInterrupted", "TrainingDiverged", "ExportError", "TensorBoardError", "MissingExtra"]
 
 
 def __getattr__(name: str):

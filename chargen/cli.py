@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from chargen import __version__
 from chargen._quiet import import_tensorflow_quietly, native_stderr_hidden
-from chargen.config import ModelConfig, SampleConfig, TrainConfig, cli_fields, parse_units
+from chargen.config import ModelConfig, SampleConfig, ServeConfig, TrainConfig, cli_fields, parse_units
 from chargen.config import flag as field_flag
 from chargen.errors import ChargenError
 
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true",
                    help='print one JSON object per sample and line: {"sample": 1, "seed": SEED, "text": CONTINUATION} '
                         "(JSON Lines; the seed is never repeated in text)")
+    s.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="end the text as soon as it contains TEXT, which is kept as its end; repeat for several; "
+                        r"\n, \t, \r and \\ stand for newline, tab, return and backslash")
     _add_fields(s, SampleConfig)
 
     x = sub.add_parser("export", help="write a checkpoint as a single-step SavedModel or TFLite model for other runtimes, "
@@ -116,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="characters not in the vocabulary: stop with an error or drop them")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+
+    v = sub.add_parser("serve", help="serve a checkpoint over HTTP: a JSON/streaming API and a playground page "
+                                     "(needs pip install 'chargen[serve]')",
+                       description="Serve a checkpoint over HTTP on 127.0.0.1 (by default): POST /v1/generate (JSON "
+                                   "or server-sent events), GET /v1/model, and a playground page at /. Every client's "
+                                   "stream is stepped together with the others (continuous batching). Needs "
+                                   "pip install 'chargen[serve]'; see docs/serving.md.")
+    v.add_argument("--checkpoint", default=None, help="run name under --root or a folder (default: the newest run)")
+    v.add_argument("--which", choices=("best", "last"), default="best", help="snapshot to serve (default: best)")
+    v.add_argument("--root", default="checkpoints", help="where checkpoints are (default: checkpoints)")
+    _add_fields(v, ServeConfig)
 
     h = sub.add_parser("history", help="a run's per-epoch losses as a table and a terminal chart",
                        description="Show a run's per-epoch training and validation losses as a table and a terminal "
@@ -183,19 +197,22 @@ def sample_command(run_dir) -> str:
 def cmd_sample(args: argparse.Namespace) -> int:
     from chargen.corpus import read_seed
     from chargen.generate import load
+    from chargen.stops import check_stops, unescape
 
     cfg = SampleConfig(**_given(args, SampleConfig)).validate()  # bad options fail before loading
     if args.seed_file is not None:
         seed = read_seed(args.seed_file, "--seed-file")
     else:
         seed = read_seed("-", "--seed -") if args.seed == "-" else args.seed
+    stop = check_stops([unescape(s) for s in args.stop or []])
     import_tensorflow_quietly()
     gen = load(args.checkpoint, which=args.which, root=args.root)
     if args.json or args.num_samples != 1:
-        return _sample_many(gen, args, cfg, seed)
+        return _sample_many(gen, args, cfg, seed, stop)
     out = sys.stdout
     out.write(seed if args.echo else "")
-    for piece in gen.stream(seed, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p, cfg.rng_seed, args.unknown):
+    for piece in gen.stream(seed, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p, cfg.rng_seed, args.unknown,
+                            stop):
         out.write(piece)
         out.flush()  # text appears as it is generated
     out.write("\n")
@@ -203,10 +220,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, seed: str) -> int:
+def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, seed: str, stop: tuple[str, ...]) -> int:
     """N samples generated together: JSON lines with --json, shown growing live on a terminal, else printed in turn."""
     steps = gen.stream_many(seed, args.num_samples, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p,
-                            cfg.rng_seed, args.unknown)
+                            cfg.rng_seed, args.unknown, stop)
     prefix = seed if args.echo and not args.json else ""
     texts = [[prefix] for _ in range(args.num_samples)]
     if sys.stdout.isatty() and not args.json:
@@ -282,6 +299,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from chargen.serve.server import bind, check_installed, serve
+
+    cfg = ServeConfig(**_given(args, ServeConfig)).validate()  # bad flags, a missing extra and a busy port fail
+    check_installed()                                          # before TensorFlow loads
+    sock = bind(cfg.host, cfg.port)
+    import_tensorflow_quietly()
+    serve(args.checkpoint, which=args.which, root=args.root, config=cfg, sock=sock)
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -316,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "eval": cmd_eval,
-               "history": cmd_history}[args.command]
+               "history": cmd_history, "serve": cmd_serve}[args.command]
     try:
         return handler(args)
     except ChargenError as e:

@@ -199,3 +199,31 @@ def parse_units(text: str, layers: int | None) -> tuple[int, ...]:
         elif len(units) != layers:
             raise ConfigError(f"--layers {layers} does not match --units {text} ({len(units)} layers); give one of them")
     return units
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How `chargen serve` listens and what it allows one client (chargen.serve; docs/serving.md)."""
+
+    host: str = _opt("127.0.0.1", "address to listen on; 127.0.0.1 is this machine only, 0.0.0.0 every network "
+                                  "it is on (see docs/serving.md before using it)")
+    port: int = _opt(8000, "TCP port; 0 picks a free one (the address is printed)")
+    max_concurrent: int = _opt(64, "generations in progress at once; more get 503 with Retry-After")
+    max_length: int = _opt(2000, "most characters one request may ask for")
+    max_sessions: int = _opt(1000, "saved sessions kept; the least recently used is dropped beyond it")
+    max_body: int = _opt(65536, "largest request body in bytes (the seed is in it); larger gets 413")
+    # 32: at 2x512 one product of 32 rows costs ~70% of two of 16 (benchmarks/serve_load.py, docs/serving.md);
+    # a lone client pays for the padding (a 32-row product per character instead of one row's).
+    block_rows: int = _opt(32, "rows stepped in one product; every block has this many (padded), so a row's "
+                               "arithmetic, and a seeded text, never depend on the other clients")
+    flush_ms: int = _opt(20, "a stream sends what it has at most this often, in milliseconds (its first piece at once)")
+
+    def validate(self) -> "ServeConfig":
+        _require(isinstance(self.host, str) and self.host.strip() != "", "host", self.host, "an address such as 127.0.0.1")
+        _require(isinstance(self.port, int) and not isinstance(self.port, bool) and 0 <= self.port <= 65535,
+                 "port", self.port, "an integer in [0, 65535]")
+        for name in ("max_concurrent", "max_length", "max_sessions", "max_body", "block_rows"):
+            positive_int(name, getattr(self, name))
+        _require(isinstance(self.flush_ms, int) and not isinstance(self.flush_ms, bool) and 0 <= self.flush_ms <= 10000,
+                 "flush_ms", self.flush_ms, "an integer in [0, 10000]")
+        return self

@@ -39,3 +39,7 @@ class ExportError(ChargenError):
 
 class TensorBoardError(ChargenError):
     """The TensorBoard log folder cannot be created or written."""
+
+
+class MissingExtra(ChargenError):
+    """An optional part of chargen is used without the packages of its extra (e.g. `chargen serve` without [serve])."""

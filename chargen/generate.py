@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from chargen.errors import ConfigError
 from chargen.model import State, build_model, check_state, get_state, set_state, state_shapes
 from chargen.cores import Stepper
 from chargen.sampling import NumpyLSTM, pick
+from chargen.stops import StopStrings
 from chargen.tokenizer import Tokenizer, known_text, start_token
 
 
@@ -88,29 +89,36 @@ class Generator:
     # ------------------------------------------------------------ generating
 
     def stream(self, seed: str = "", length: int = 500, temperature: float = 0.8, top_k: int = 0,
-               top_p: float = 1.0, rng_seed: int | None = None, unknown: str = "error") -> Iterator[str]:
+               top_p: float = 1.0, rng_seed: int | None = None, unknown: str = "error",
+               stop: Sequence[str] = ()) -> Iterator[str]:
         """Prime with `seed`, then yield the text of each token as it is generated, `length` characters in all.
 
         With the char tokenizer each piece is one character and there are exactly `length`. With
         BPE a piece is a token's text (" the", "ing", ":\n"), and generation stops with the token
         that reaches `length` characters, so the text can run over by a few characters (less
         than the longest token). The state moves on with the text: a later call continues from
-        where this one stopped.
+        where this one stopped. `stop` strings end it early, with the token that completes one,
+        which is yielded (chargen.stops).
         """
         cfg = SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
+        stops = StopStrings(stop)
         self.prime(seed, unknown)
         tokens = self.tokenizer.tokens
         for idx, _, logits, state in self._steps(self.next_logits()[None, :], self._state, cfg):
             self._state, self._logits = state, logits[0]
-            yield tokens[int(idx[0])]
+            piece = tokens[int(idx[0])]
+            yield piece
+            if stops.hit(piece):
+                return
 
     def stream_many(self, seed: str = "", num_samples: int = 16, length: int = 500, temperature: float = 0.8,
                     top_k: int = 0, top_p: float = 1.0, rng_seed: int | None = None,
-                    unknown: str = "error") -> Iterator[list[str]]:
+                    unknown: str = "error", stop: Sequence[str] = ()) -> Iterator[list[str]]:
         """`num_samples` independent continuations of one seed, generated together.
 
         Yields one list of `num_samples` pieces of text per step (characters, or token texts with
-        BPE; a sample that already has `length` characters gets "" while others catch up). The seed is
+        BPE; a sample that already has `length` characters, or ended with a `stop` string, gets "" while
+        others catch up; when every sample has stopped, so does this). The seed is
         primed once and its state copied to every row; each step then costs little more than a
         single stream's (at batch 1 reading the weights is the bottleneck, not arithmetic). The
         Generator's own state is left as it was.
@@ -118,6 +126,8 @@ class Generator:
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ConfigError(f"--num-samples must be a positive integer, got {num_samples!r}")
         cfg = SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
+        stops = [StopStrings(stop) for _ in range(num_samples)]
+        stopped = [False] * num_samples
         saved = self._state, self._logits
         try:
             self.prime(seed, unknown)
@@ -127,7 +137,11 @@ class Generator:
             self._state, self._logits = saved
         tokens = self.tokenizer.tokens
         for idx, live, _, _ in self._steps(logits, state, cfg):
-            yield [tokens[i] if on else "" for i, on in zip(idx.tolist(), live.tolist())]
+            pieces = [tokens[i] if on and not done else "" for i, on, done in zip(idx.tolist(), live.tolist(), stopped)]
+            yield pieces
+            stopped = [done or bool(piece and watch.hit(piece)) for done, piece, watch in zip(stopped, pieces, stops)]
+            if all(stopped):
+                return
 
     def _steps(self, logits: np.ndarray, state: State, cfg: SampleConfig):
         """Pick a token per row, feed it, repeat until every row has `cfg.length` characters.
