@@ -86,7 +86,7 @@ def test_the_library_refuses_the_same_values_with_the_same_list(name):
 
 def test_every_command_has_a_description():
     commands = _subparsers()
-    assert set(commands) == {"train", "sample", "export", "eval", "history"}
+    assert set(commands) == {"train", "sample", "export", "eval", "history", "serve"}
     for name, parser in commands.items():
         assert parser.description and len(parser.description) > 60, name
     train = " ".join(commands["train"].format_help().split())
