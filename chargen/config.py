@@ -89,6 +89,10 @@ class TrainConfig:
                                   "trained on it); bits per character are reported either way")
     bpe_vocab: int | None = _opt(None, "with --tokenizer bpe: tokens in the vocabulary, the book's characters "
                                        "included (default: 512)")
+    precision: str = _opt("auto", "number format of training's matrix products: bf16 (bfloat16 products in the LSTM "
+                                  "layers; weights, state and loss stay float32; needs --lstm fast), fp32, or auto "
+                                  "(bf16 where the CPU has native BF16 and layers have 256+ units, else fp32); "
+                                  "checkpoints are float32 either way")
     distribute: str = _opt("none", "train on several devices: none, mirrored (every GPU of this machine, each taking "
                                    "batch-size/GPUs of the streams) or multiworker (machines listed in TF_CONFIG); "
                                    "the maths is the same as on one device")
@@ -106,6 +110,7 @@ class TrainConfig:
         _require(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**31),
                  "seed", self.seed, "an integer in [0, 2**31)")
         _require(self.tokenizer in ("char", "bpe"), "tokenizer", self.tokenizer, "one of char, bpe")
+        _require(self.precision in ("auto", "bf16", "fp32"), "precision", self.precision, "one of auto, bf16, fp32")
         _require(self.distribute in ("none", "mirrored", "multiworker"), "distribute", self.distribute,
                  "one of none, mirrored, multiworker")
         if self.bpe_vocab is not None:

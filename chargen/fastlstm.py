@@ -22,10 +22,21 @@ and lets autodiff differentiate the loop step by step):
   ran faster than TensorFlow's here. The rest of the step stays on TensorFlow's kernels, which
   beat XLA's for the big matmuls, softmax and Adam (see benchmarks/train_speed.py).
 
+precision="bf16" (mixed precision, `--precision bf16`): every matrix product takes bfloat16
+operands (the weights are cast per call; the variables, the state, the gates, the saved
+derivatives and the gradients handed to the optimizer stay float32). TensorFlow's own bf16
+matmul (oneDNN) runs ~2x its fp32 one on a CPU with AVX512_BF16, but XLA:CPU converts bf16 dots
+to fp32 and gains nothing (measured: benchmarks/train_speed.py, docs/performance.md). So in
+bf16 the time loops run as plain TensorFlow loops whose per-step product is TensorFlow's bf16
+matmul, and each step's element-wise ops (the cell, the backward step) are still fused by XLA
+as one small compiled function per step (jit=True).
+
 The TensorFlow backend is required (it is the only backend this package uses).
 """
 
 from __future__ import annotations
+
+import functools
 
 import keras
 import tensorflow as tf
@@ -65,21 +76,49 @@ def _cell(z, c):
     return h, c_new, (o * (1.0 - tc * tc), local, f)
 
 
-def _forward(xp, h0, c0, rec):
+def _bf16_cell(x, z_rec, c):
+    """_cell for a bf16 recurrent product z_rec = bf16(h) @ bf16(U); also returns bf16(h) for the next one."""
+    h, c, keep = _cell(x + tf.cast(z_rec, tf.float32), c)
+    return h, c, keep, tf.cast(h, tf.bfloat16)
+
+
+def _bf16_back_step(d_h, dh_rec, dc, dc_from_h, local, f):
+    """The backward step's element-wise part (see _backward) with dh_rec from a bf16 product; dz also as bf16."""
+    dh = d_h + tf.cast(dh_rec, tf.float32)
+    dc = dc + dh * dc_from_h
+    dz = tf.concat([dc, dc, dc, dh], axis=1) * local
+    return dz, tf.cast(dz, tf.bfloat16), dc * f
+
+
+# jit=True in bf16: each step's element-wise ops as one XLA function, called from a plain TF loop.
+_BF16_STEPS = {jit: tuple(tf.function(fn, jit_compile=True, autograph=False) if jit else fn
+                          for fn in (_bf16_cell, _bf16_back_step)) for jit in (False, True)}
+
+
+def _forward(xp, h0, c0, rec, bf16_steps=None):
     """The recurrence over the window, keeping what the backward pass needs of every step.
 
     A tf.while_loop rather than a Python-unrolled loop: unrolling 128 steps into the graph was
     no faster here (the executor's cost per op is the same) and took 50 s to XLA-compile.
+    `bf16_steps` (a pair from _BF16_STEPS): the per-step product in bfloat16, carrying bf16(h).
     """
     n = tf.shape(xp)[0]
     xs = tf.TensorArray(xp.dtype, size=n).unstack(xp)
+    if bf16_steps is None:
+        def body(t, h, c, hs, *saved):
+            h, c, keep = _cell(xs.read(t) + tf.matmul(h, rec), c)
+            return (t + 1, h, c, hs.write(t, h), *(ta.write(t, v) for ta, v in zip(saved, keep)))
+        h_first = h0
+    else:
+        rec_low = tf.cast(rec, tf.bfloat16)
 
-    def body(t, h, c, hs, *saved):
-        h, c, keep = _cell(xs.read(t) + tf.matmul(h, rec), c)
-        return (t + 1, h, c, hs.write(t, h), *(ta.write(t, v) for ta, v in zip(saved, keep)))
+        def body(t, h_low, c, hs, *saved):
+            h, c, keep, h_low = bf16_steps[0](xs.read(t), tf.matmul(h_low, rec_low), c)
+            return (t + 1, h_low, c, hs.write(t, h), *(ta.write(t, v) for ta, v in zip(saved, keep)))
+        h_first = tf.cast(h0, tf.bfloat16)
 
     out = tf.while_loop(lambda t, *_: t < n, body,
-                        (0, h0, c0, *(tf.TensorArray(xp.dtype, size=n) for _ in range(4))), maximum_iterations=n)
+                        (0, h_first, c0, *(tf.TensorArray(xp.dtype, size=n) for _ in range(4))), maximum_iterations=n)
     c_last = out[2]
     hs, dc_from_h, local, f = (ta.stack() for ta in out[3:])
     units = rec.shape[0]
@@ -88,8 +127,8 @@ def _forward(xp, h0, c0, rec):
     return hs, c_last, dc_from_h, local, f
 
 
-def _backward(d_hs, d_c_last, h0, hs, dc_from_h, local, f, rec):
-    """Gradients of (xp, h0, c0, rec) given dL/dh_t for every step and dL/dc_T."""
+def _backward(d_hs, d_c_last, h0, hs, dc_from_h, local, f, rec, bf16_steps=None):
+    """Gradients of (xp, h0, c0, rec) given dL/dh_t for every step and dL/dc_T (bf16_steps: as _forward)."""
     units = rec.shape[0]
     # U^T is materialised once: matmul(..., transpose_b=True) ran 1.5-3x slower per step than
     # a plain matmul with a transposed copy (TF's CPU matmul on 2 cores, measured here).
@@ -97,21 +136,32 @@ def _backward(d_hs, d_c_last, h0, hs, dc_from_h, local, f, rec):
     n = tf.shape(d_hs)[0]
     tas = [tf.TensorArray(d_hs.dtype, size=n).unstack(v) for v in (d_hs, dc_from_h, local, f)]
 
-    def back(t, dh_rec, dc, dzs):
-        # The only matmul per step is dz_t @ U^T; d(U) is not accumulated here (see below).
-        dh = tas[0].read(t) + dh_rec
-        dc = dc + dh * tas[1].read(t)
-        dz = tf.concat([dc, dc, dc, dh], axis=1) * tas[2].read(t)
-        return t - 1, tf.matmul(dz, rec_t), dc * tas[3].read(t), dzs.write(t, dz)
+    if bf16_steps is None:
+        def back(t, dh_rec, dc, dzs):
+            # The only matmul per step is dz_t @ U^T; d(U) is not accumulated here (see below).
+            dh = tas[0].read(t) + dh_rec
+            dc = dc + dh * tas[1].read(t)
+            dz = tf.concat([dc, dc, dc, dh], axis=1) * tas[2].read(t)
+            return t - 1, tf.matmul(dz, rec_t), dc * tas[3].read(t), dzs.write(t, dz)
+        dh_first, low = tf.zeros_like(h0), d_hs.dtype
+    else:
+        rec_t = tf.cast(rec_t, tf.bfloat16)
+
+        def back(t, dh_rec, dc, dzs):
+            dz, dz_low, dc = bf16_steps[1](tas[0].read(t), dh_rec, dc, tas[1].read(t), tas[2].read(t), tas[3].read(t))
+            return t - 1, tf.matmul(dz_low, rec_t), dc, dzs.write(t, dz)
+        dh_first, low = tf.zeros_like(h0, tf.bfloat16), tf.bfloat16
 
     _, dh0, dc0, dzs = tf.while_loop(lambda t, *_: t >= 0, back,
-                                     (n - 1, tf.zeros_like(h0), d_c_last, tf.TensorArray(d_hs.dtype, size=n)),
+                                     (n - 1, dh_first, d_c_last, tf.TensorArray(d_hs.dtype, size=n)),
                                      maximum_iterations=n)
     dz_all = dzs.stack()
     dz_all.set_shape(local.shape)
     # d(recurrent_kernel) as ONE matmul over all steps: sum_t h_{t-1}^T dz_t.
     h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
-    d_rec = tf.matmul(tf.reshape(h_prev, (-1, units)), tf.reshape(dz_all, (-1, 4 * units)), transpose_a=True)
+    d_rec = tf.matmul(tf.cast(tf.reshape(h_prev, (-1, units)), low), tf.cast(tf.reshape(dz_all, (-1, 4 * units)), low),
+                      transpose_a=True)
+    dh0, d_rec = tf.cast(dh0, tf.float32), tf.cast(d_rec, tf.float32)
     # dz_t is exactly dL/d(xp_t): the input projection's gradients follow by autodiff outside.
     return dz_all, dh0, dc0, d_rec
 
@@ -120,17 +170,23 @@ def _backward(d_hs, d_c_last, h0, hs, dc_from_h, local, f, rec):
 # faster than TensorFlow's here: the whole train step got 1.4x faster at 2x512 units and 1.2x
 # at 2x256 (2 CPU cores) with these two functions compiled. A jit_compile function nested in a
 # plain tf.function is compiled on its own; in a jit-compiled train step it is simply inlined.
-_KERNELS = {jit: (tf.function(_forward, jit_compile=jit, autograph=False),
-                  tf.function(_backward, jit_compile=jit, autograph=False)) for jit in (False, True)}
+_KERNELS = {(jit, "fp32"): (tf.function(_forward, jit_compile=jit, autograph=False),
+                             tf.function(_backward, jit_compile=jit, autograph=False)) for jit in (False, True)}
+# In bf16 the loops stay plain TensorFlow (its bf16 matmul is the fast one); only the steps' element-wise parts are XLA.
+_KERNELS.update({(jit, "bf16"): (tf.function(functools.partial(_forward, bf16_steps=_BF16_STEPS[jit]), autograph=False),
+                                 tf.function(functools.partial(_backward, bf16_steps=_BF16_STEPS[jit]), autograph=False))
+                 for jit in (False, True)})
+PRECISIONS = ("fp32", "bf16")
 
 
-def _recurrence(xp, h0, c0, rec, jit: bool = True):
+def _recurrence(xp, h0, c0, rec, jit: bool = True, precision: str = "fp32"):
     """The LSTM recurrence over a time-major window, with a hand-written gradient.
 
-    xp: (T, B, 4u) input projections (x W + b); h0, c0: (B, u); rec: (u, 4u).
-    Returns hs (T, B, u) and the final c (B, u); the final h is hs[-1].
+    xp: (T, B, 4u) input projections (x W + b); h0, c0: (B, u); rec: (u, 4u), all float32.
+    Returns hs (T, B, u) and the final c (B, u); the final h is hs[-1]. precision="bf16" does
+    the per-step products in bfloat16 (see the module docstring).
     """
-    forward, backward = _KERNELS[bool(jit)]
+    forward, backward = _KERNELS[(bool(jit), precision)]
 
     @tf.custom_gradient
     def run(xp, h0, c0, rec):
@@ -170,14 +226,18 @@ class FastLSTM(keras.layers.Layer):
 
     `jit=True` (default) XLA-compiles the forward and backward time loops (each distinct
     sequence length compiles once); `jit=False` runs them as plain TensorFlow graphs.
+    `precision="bf16"`: the matrix products in bfloat16, everything else float32 (module docstring).
     """
 
     stateful = True  # what chargen.model.lstm_layers() looks for
 
-    def __init__(self, units: int, jit: bool = True, **kwargs):
+    def __init__(self, units: int, jit: bool = True, precision: str = "fp32", **kwargs):
         super().__init__(**kwargs)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.units = int(units)
         self.jit = bool(jit)
+        self.precision = precision
         self.states = None
         self._batch_size = None
 
@@ -222,17 +282,22 @@ class FastLSTM(keras.layers.Layer):
                              "build a model for that batch size and copy the weights")
         u = self.units
         x = tf.transpose(tf.convert_to_tensor(inputs, self.compute_dtype), (1, 0, 2))  # time-major (T, B, D)
-        # The input projection of the whole window in one matmul (autodiff gives dW, db, dx).
-        xp = tf.reshape(tf.matmul(tf.reshape(x, (-1, dim)), self.cell.kernel) + self.cell.bias,
-                        tf.concat([tf.shape(x)[:2], [4 * u]], 0))
+        # The input projection of the whole window in one matmul (autodiff gives dW, db, dx; in
+        # bf16 through the casts, so the variables' gradients arrive as float32).
+        x2d, kernel = tf.reshape(x, (-1, dim)), tf.convert_to_tensor(self.cell.kernel)
+        if self.precision == "bf16":
+            proj = tf.cast(tf.matmul(tf.cast(x2d, tf.bfloat16), tf.cast(kernel, tf.bfloat16)), tf.float32)
+        else:
+            proj = tf.matmul(x2d, kernel)
+        xp = tf.reshape(proj + self.cell.bias, tf.concat([tf.shape(x)[:2], [4 * u]], 0))
         xp.set_shape((steps, batch, 4 * u))
         h0, c0 = (tf.convert_to_tensor(v) for v in self.states)
-        hs, c_last = _recurrence(xp, h0, c0, tf.convert_to_tensor(self.cell.recurrent_kernel), self.jit)
+        hs, c_last = _recurrence(xp, h0, c0, tf.convert_to_tensor(self.cell.recurrent_kernel), self.jit, self.precision)
         # Carry the final state to the next call (truncated BPTT: no gradient across calls).
         self.states[0].assign(hs[-1])
         self.states[1].assign(c_last)
         return tf.transpose(hs, (1, 0, 2))
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "jit": self.jit}
+        return {**super().get_config(), "units": self.units, "jit": self.jit, "precision": self.precision}
 
