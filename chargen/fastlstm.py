@@ -28,8 +28,9 @@ derivatives and the gradients handed to the optimizer stay float32). TensorFlow'
 matmul (oneDNN) runs ~2x its fp32 one on a CPU with AVX512_BF16, but XLA:CPU converts bf16 dots
 to fp32 and gains nothing (measured: benchmarks/train_speed.py, docs/performance.md). So in
 bf16 the time loops run as plain TensorFlow loops whose per-step product is TensorFlow's bf16
-matmul, and each step's element-wise ops (the cell, the backward step) are still fused by XLA
-as one small compiled function per step (jit=True).
+matmul (`jit` applies to fp32 only). Calling an XLA-fused function for each step's element-wise
+ops from such a loop was tried: it ran 1.3-1.4x slower than plain TensorFlow ops on this shared
+machine (each call hands the step to XLA's threads and back).
 
 The TensorFlow backend is required (it is the only backend this package uses).
 """
@@ -76,49 +77,24 @@ def _cell(z, c):
     return h, c_new, (o * (1.0 - tc * tc), local, f)
 
 
-def _bf16_cell(x, z_rec, c):
-    """_cell for a bf16 recurrent product z_rec = bf16(h) @ bf16(U); also returns bf16(h) for the next one."""
-    h, c, keep = _cell(x + tf.cast(z_rec, tf.float32), c)
-    return h, c, keep, tf.cast(h, tf.bfloat16)
-
-
-def _bf16_back_step(d_h, dh_rec, dc, dc_from_h, local, f):
-    """The backward step's element-wise part (see _backward) with dh_rec from a bf16 product; dz also as bf16."""
-    dh = d_h + tf.cast(dh_rec, tf.float32)
-    dc = dc + dh * dc_from_h
-    dz = tf.concat([dc, dc, dc, dh], axis=1) * local
-    return dz, tf.cast(dz, tf.bfloat16), dc * f
-
-
-# jit=True in bf16: each step's element-wise ops as one XLA function, called from a plain TF loop.
-_BF16_STEPS = {jit: tuple(tf.function(fn, jit_compile=True, autograph=False) if jit else fn
-                          for fn in (_bf16_cell, _bf16_back_step)) for jit in (False, True)}
-
-
-def _forward(xp, h0, c0, rec, bf16_steps=None):
+def _forward(xp, h0, c0, rec, bf16: bool = False):
     """The recurrence over the window, keeping what the backward pass needs of every step.
 
     A tf.while_loop rather than a Python-unrolled loop: unrolling 128 steps into the graph was
     no faster here (the executor's cost per op is the same) and took 50 s to XLA-compile.
-    `bf16_steps` (a pair from _BF16_STEPS): the per-step product in bfloat16, carrying bf16(h).
+    `bf16`: the per-step product h @ U with bfloat16 operands (its result cast back to float32).
     """
     n = tf.shape(xp)[0]
     xs = tf.TensorArray(xp.dtype, size=n).unstack(xp)
-    if bf16_steps is None:
-        def body(t, h, c, hs, *saved):
-            h, c, keep = _cell(xs.read(t) + tf.matmul(h, rec), c)
-            return (t + 1, h, c, hs.write(t, h), *(ta.write(t, v) for ta, v in zip(saved, keep)))
-        h_first = h0
-    else:
-        rec_low = tf.cast(rec, tf.bfloat16)
+    rec_low = tf.cast(rec, tf.bfloat16) if bf16 else rec  # cast once per window, not per step
 
-        def body(t, h_low, c, hs, *saved):
-            h, c, keep, h_low = bf16_steps[0](xs.read(t), tf.matmul(h_low, rec_low), c)
-            return (t + 1, h_low, c, hs.write(t, h), *(ta.write(t, v) for ta, v in zip(saved, keep)))
-        h_first = tf.cast(h0, tf.bfloat16)
+    def body(t, h, c, hs, *saved):
+        z_rec = tf.cast(tf.matmul(tf.cast(h, tf.bfloat16), rec_low), tf.float32) if bf16 else tf.matmul(h, rec)
+        h, c, keep = _cell(xs.read(t) + z_rec, c)
+        return (t + 1, h, c, hs.write(t, h), *(ta.write(t, v) for ta, v in zip(saved, keep)))
 
     out = tf.while_loop(lambda t, *_: t < n, body,
-                        (0, h_first, c0, *(tf.TensorArray(xp.dtype, size=n) for _ in range(4))), maximum_iterations=n)
+                        (0, h0, c0, *(tf.TensorArray(xp.dtype, size=n) for _ in range(4))), maximum_iterations=n)
     c_last = out[2]
     hs, dc_from_h, local, f = (ta.stack() for ta in out[3:])
     units = rec.shape[0]
@@ -127,33 +103,26 @@ def _forward(xp, h0, c0, rec, bf16_steps=None):
     return hs, c_last, dc_from_h, local, f
 
 
-def _backward(d_hs, d_c_last, h0, hs, dc_from_h, local, f, rec, bf16_steps=None):
-    """Gradients of (xp, h0, c0, rec) given dL/dh_t for every step and dL/dc_T (bf16_steps: as _forward)."""
+def _backward(d_hs, d_c_last, h0, hs, dc_from_h, local, f, rec, bf16: bool = False):
+    """Gradients of (xp, h0, c0, rec) given dL/dh_t for every step and dL/dc_T (bf16: as _forward)."""
     units = rec.shape[0]
+    low = tf.bfloat16 if bf16 else rec.dtype  # the products' operand type (casts to float32 are no-ops in fp32)
     # U^T is materialised once: matmul(..., transpose_b=True) ran 1.5-3x slower per step than
     # a plain matmul with a transposed copy (TF's CPU matmul on 2 cores, measured here).
-    rec_t = tf.transpose(rec)
+    rec_t = tf.cast(tf.transpose(rec), low)
     n = tf.shape(d_hs)[0]
     tas = [tf.TensorArray(d_hs.dtype, size=n).unstack(v) for v in (d_hs, dc_from_h, local, f)]
 
-    if bf16_steps is None:
-        def back(t, dh_rec, dc, dzs):
-            # The only matmul per step is dz_t @ U^T; d(U) is not accumulated here (see below).
-            dh = tas[0].read(t) + dh_rec
-            dc = dc + dh * tas[1].read(t)
-            dz = tf.concat([dc, dc, dc, dh], axis=1) * tas[2].read(t)
-            return t - 1, tf.matmul(dz, rec_t), dc * tas[3].read(t), dzs.write(t, dz)
-        dh_first, low = tf.zeros_like(h0), d_hs.dtype
-    else:
-        rec_t = tf.cast(rec_t, tf.bfloat16)
-
-        def back(t, dh_rec, dc, dzs):
-            dz, dz_low, dc = bf16_steps[1](tas[0].read(t), dh_rec, dc, tas[1].read(t), tas[2].read(t), tas[3].read(t))
-            return t - 1, tf.matmul(dz_low, rec_t), dc, dzs.write(t, dz)
-        dh_first, low = tf.zeros_like(h0, tf.bfloat16), tf.bfloat16
+    def back(t, dh_rec, dc, dzs):
+        # The only matmul per step is dz_t @ U^T; d(U) is not accumulated here (see below).
+        dh = tas[0].read(t) + dh_rec
+        dc = dc + dh * tas[1].read(t)
+        dz = tf.concat([dc, dc, dc, dh], axis=1) * tas[2].read(t)
+        dh_rec = tf.cast(tf.matmul(tf.cast(dz, low), rec_t), tf.float32)
+        return t - 1, dh_rec, dc * tas[3].read(t), dzs.write(t, dz)
 
     _, dh0, dc0, dzs = tf.while_loop(lambda t, *_: t >= 0, back,
-                                     (n - 1, dh_first, d_c_last, tf.TensorArray(d_hs.dtype, size=n)),
+                                     (n - 1, tf.zeros_like(h0), d_c_last, tf.TensorArray(d_hs.dtype, size=n)),
                                      maximum_iterations=n)
     dz_all = dzs.stack()
     dz_all.set_shape(local.shape)
@@ -161,7 +130,7 @@ def _backward(d_hs, d_c_last, h0, hs, dc_from_h, local, f, rec, bf16_steps=None)
     h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
     d_rec = tf.matmul(tf.cast(tf.reshape(h_prev, (-1, units)), low), tf.cast(tf.reshape(dz_all, (-1, 4 * units)), low),
                       transpose_a=True)
-    dh0, d_rec = tf.cast(dh0, tf.float32), tf.cast(d_rec, tf.float32)
+    d_rec = tf.cast(d_rec, tf.float32)
     # dz_t is exactly dL/d(xp_t): the input projection's gradients follow by autodiff outside.
     return dz_all, dh0, dc0, d_rec
 
@@ -172,9 +141,9 @@ def _backward(d_hs, d_c_last, h0, hs, dc_from_h, local, f, rec, bf16_steps=None)
 # plain tf.function is compiled on its own; in a jit-compiled train step it is simply inlined.
 _KERNELS = {(jit, "fp32"): (tf.function(_forward, jit_compile=jit, autograph=False),
                              tf.function(_backward, jit_compile=jit, autograph=False)) for jit in (False, True)}
-# In bf16 the loops stay plain TensorFlow (its bf16 matmul is the fast one); only the steps' element-wise parts are XLA.
-_KERNELS.update({(jit, "bf16"): (tf.function(functools.partial(_forward, bf16_steps=_BF16_STEPS[jit]), autograph=False),
-                                 tf.function(functools.partial(_backward, bf16_steps=_BF16_STEPS[jit]), autograph=False))
+# In bf16 the loops stay plain TensorFlow whatever `jit` says: its bf16 matmul is the fast one.
+_KERNELS.update({(jit, "bf16"): (tf.function(functools.partial(_forward, bf16=True), autograph=False),
+                                 tf.function(functools.partial(_backward, bf16=True), autograph=False))
                  for jit in (False, True)})
 PRECISIONS = ("fp32", "bf16")
 
