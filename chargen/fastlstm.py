@@ -29,8 +29,8 @@ matmul (oneDNN) runs ~2x its fp32 one on a CPU with AVX512_BF16, but XLA:CPU con
 to fp32 and gains nothing (measured: benchmarks/train_speed.py, docs/performance.md). So in
 bf16 the time loops run as plain TensorFlow loops whose per-step product is TensorFlow's bf16
 matmul (`jit` applies to fp32 only). Calling an XLA-fused function for each step's element-wise
-ops from such a loop was tried: it ran 1.3-1.4x slower than plain TensorFlow ops on this shared
-machine (each call hands the step to XLA's threads and back).
+ops from such a loop was tried and was slower than plain TensorFlow ops (each call hands the
+step to XLA's threads and back; figures in docs/performance.md).
 
 The TensorFlow backend is required (it is the only backend this package uses).
 """
