@@ -149,9 +149,11 @@ def main() -> None:
         print(f"int8 conversion (TFLite dynamic range, then cached by chargen): {convert_s:.1f} s")
     if "int8" in precisions and "fp32" in precisions:
         from chargen.cores import step_threads
+        from chargen.quantized import int8_threads
 
-        two = step_threads() == 2  # what the Generator uses by default, in either precision
-        defaults = ("int8, 2 threads" if two else "int8, 1 thread", "2 cores" if two else "1 core")
+        # what the Generator uses by default in each precision
+        defaults = ("int8, 2 threads" if int8_threads() == 2 else "int8, 1 thread",
+                    "2 cores" if step_threads() == 2 else "1 core")
         for k, what in ((0, "one stream"), (1, f"{args.num_samples} samples")):
             best = [max((speeds[w][k], w) for w in speeds if w.startswith("int8") == is_int8) for is_int8 in (True, False)]
             for label, (a, b) in (("defaults", [(speeds[w][k], w) for w in defaults]), ("fastest of each", best)):

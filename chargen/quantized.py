@@ -41,6 +41,16 @@ MAX_RUNNERS = 4  # interpreters kept, one per row count in use (each plans its o
 State = list[tuple[np.ndarray, np.ndarray]]
 
 
+def int8_threads() -> int:
+    """LiteRT threads for a step: 1, or 2 with CHARGEN_THREADS=2.
+
+    Measured at 2x512 (benchmarks/sample_speed.py, docs/performance.md): with the other core busy
+    with other work, one thread beat two (one stream 6,121 vs 4,435 chars/s, 16 samples 25,320 vs
+    15,010); only under a far heavier load were two ahead, by 4-28%.
+    """
+    return 2 if os.environ.get("CHARGEN_THREADS", "").strip() == "2" else 1
+
+
 def cache_dir() -> Path:
     """Where converted models are kept: $CHARGEN_CACHE, $XDG_CACHE_HOME/chargen or ~/.cache/chargen."""
     if os.environ.get("CHARGEN_CACHE"):
@@ -63,10 +73,8 @@ class Int8LSTM:
     """Embedding -> LSTM layers -> Dense, one step for R rows, on int8 weights (see the module doc)."""
 
     def __init__(self, model: bytes, units: Sequence[int], threads: int | None = None):
-        from chargen.cores import step_threads
-
         self.model, self.units = model, tuple(int(u) for u in units)
-        self.threads = threads or step_threads()
+        self.threads = threads or int8_threads()
         self._runners: OrderedDict[int, object] = OrderedDict()
 
     @classmethod
