@@ -1,5 +1,8 @@
 """--precision for training: bf16 mixed precision in FastLSTM, how auto chooses, what is refused.
 
+(The bf16 recurrence's hand-written gradient is checked against autodiff in tests/test_fastlstm.py,
+beside the fp32 one.)
+
 bf16 is close to fp32, not equal: its products round their operands to bfloat16 (8 significant
 bits, ~0.4% relative), so outputs and gradients are compared with a tolerance that such
 rounding meets and a wrong gradient (a missing term, a wrong transpose) does not.
@@ -25,45 +28,6 @@ B, T = 3, 9
 
 def _ids(seed):
     return np.random.default_rng(seed).integers(0, CFG.vocab_size, size=(B, T)).astype(np.int32)
-
-
-@pytest.mark.parametrize("jit", [True, False])
-def test_bf16_recurrence_gradients_match_autodiff_of_the_same_loop(jit):
-    """The hand-written bf16 backward against autodiff of a plain loop that does the same casts."""
-    import tensorflow as tf
-
-    from chargen.fastlstm import _recurrence
-
-    rng = np.random.default_rng(5)
-    u, t, b = 8, 6, 3
-    xp, h0, c0, rec = (tf.constant(rng.normal(0, 0.8, s).astype(np.float32))
-                       for s in ((t, b, 4 * u), (b, u), (b, u), (u, 4 * u)))
-    w_h, w_c = (tf.constant(rng.normal(size=s).astype(np.float32)) for s in ((t, b, u), (b, u)))
-    low = tf.bfloat16
-
-    def plain(xp, h0, c0, rec):
-        h, c, hs = h0, c0, []
-        for k in range(t):
-            zi, zf, zg, zo = tf.split(xp[k] + tf.cast(tf.cast(h, low) @ tf.cast(rec, low), tf.float32), 4, axis=1)
-            c = tf.sigmoid(zf) * c + tf.sigmoid(zi) * tf.tanh(zg)
-            h = tf.sigmoid(zo) * tf.tanh(c)
-            hs.append(h)
-        return tf.stack(hs), c
-
-    def grads(fn):
-        args = [xp, h0, c0, rec]
-        with tf.GradientTape() as tape:
-            tape.watch(args)
-            hs, c_last = fn(*args)
-            loss = tf.reduce_sum(hs * w_h) + tf.reduce_sum(c_last * w_c)
-        return [hs, c_last] + tape.gradient(loss, args)
-
-    for name, want, got in zip(("hs", "c_last", "d_xp", "d_h0", "d_c0", "d_rec"), grads(plain),
-                               grads(lambda *a: _recurrence(*a, jit=jit, precision="bf16"))):
-        assert got.dtype == tf.float32, name
-        want, got = want.numpy(), got.numpy()
-        rel = np.abs(got - want).max() / max(np.abs(want).max(), 1e-12)
-        assert rel < 2e-2, f"{name}: relative error {rel:.2e}"
 
 
 def test_bf16_model_keeps_float32_weights_state_and_gradients_close_to_fp32():
