@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py                      # 512,512 (the issue's reference model)
     python benchmarks/train_speed.py --units 256,256 --jit
+    python benchmarks/train_speed.py --variants fast --precision bf16,fp32    # bf16 against fp32, with the ratio
 
 Both stateful models come from chargen.model.build_model with the same initial weights and
 run the same train step as chargen's trainer (GradientTape, mean sparse softmax CE, Adam with
@@ -13,6 +14,13 @@ The baseline is the textgenrnn / Keras-example way: shuffled sliding windows of 
 step 3, one target (the next character) per window, a non-stateful model with the same LSTM
 sizes. Each window moves 3 characters through the corpus, so it is scored as corpus
 characters per second = 3 x windows per second.
+
+--precision bf16,fp32 times every FastLSTM variant in both precisions (bf16: the LSTM layers'
+products in bfloat16, chargen/fastlstm.py) and prints bf16's speed as a ratio to fp32's. The
+timed steps of all variants take turns (step k of each, then step k+1 of each), so the host's
+drift falls on all of them alike. A roofline line per variant gives the achieved GFLOP/s
+(matrix FLOPs per character x chars/s) against a large matmul's in the same precision
+(benchmarks/roofline.py), measured in the same run.
 
 Figures only: nothing here asserts a time.
 """
@@ -41,8 +49,10 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--jit", action="store_true", help="also time both models with jit_compile=True on the train step")
     p.add_argument("--variants", default="keras,fast,fast-plain",
-                   help="comma list of: keras (stock LSTM), fast (FastLSTM, XLA-compiled time loops), "
-                        "fast-plain (FastLSTM with jit=False: plain TF loops)")
+                   help="comma list of: keras (stock LSTM), fast (FastLSTM, XLA-compiled time loops; in bf16 "
+                        "plain TF loops), fast-plain (FastLSTM with jit=False: plain TF loops; fp32 only)")
+    p.add_argument("--precision", default="fp32",
+                   help="comma list of fp32, bf16: FastLSTM variants run in each (keras runs in fp32 only)")
     p.add_argument("--baseline-batch", type=int, default=128, help="batch size of the windowed baseline (0 = skip it)")
     p.add_argument("--baseline-window", type=int, default=40)
     p.add_argument("--baseline-stride", type=int, default=3)
@@ -75,21 +85,27 @@ def time_steps(step, get_batch, n_warm: int, n_steps: int):
     The median, not the mean: this machine is shared, and a step that waited for the CPU
     says nothing about the code.
     """
-    losses = []
-    t0 = time.perf_counter()
-    for k in range(n_warm):
-        x, y = get_batch(k)
-        losses.append(float(step(x, y)))
-    warm_s = time.perf_counter() - t0
+    losses, warm_s = warm_up(step, get_batch, n_warm)
     pipe, total = [], []
     for k in range(n_warm, n_warm + n_steps):
-        t0 = time.perf_counter()
-        x, y = get_batch(k)
-        t1 = time.perf_counter()
-        losses.append(float(step(x, y)))  # float() waits for the result
-        t2 = time.perf_counter()
-        pipe.append(t1 - t0), total.append(t2 - t0)
+        loss, p, t = timed_step(step, get_batch, k)
+        losses.append(loss), pipe.append(p), total.append(t)
     return losses, sum(pipe) / sum(total), float(np.median(total)), warm_s
+
+
+def warm_up(step, get_batch, n_warm: int) -> tuple[list[float], float]:
+    t0 = time.perf_counter()
+    losses = [float(step(*get_batch(k))) for k in range(n_warm)]
+    return losses, time.perf_counter() - t0
+
+
+def timed_step(step, get_batch, k: int) -> tuple[float, float, float]:
+    """(loss, seconds getting the batch, seconds for the whole step) of step k."""
+    t0 = time.perf_counter()
+    x, y = get_batch(k)
+    t1 = time.perf_counter()
+    loss = float(step(x, y))  # float() waits for the result
+    return loss, t1 - t0, time.perf_counter() - t0
 
 
 def main(argv=None) -> int:
@@ -107,6 +123,8 @@ def main(argv=None) -> int:
     from chargen.streams import Streams
     from chargen.tokenizer import CharTokenizer
 
+    import roofline
+
     units = tuple(int(u) for u in args.units.split(","))
     B, T = args.batch_size, args.seq_len
     text = Path(args.corpus).read_text(encoding="utf-8")
@@ -117,6 +135,9 @@ def main(argv=None) -> int:
     n_total = args.warmup + args.steps
     if n_total > streams.num_batches:
         sys.exit(f"--warmup + --steps = {n_total} exceeds the {streams.num_batches} batches of one epoch")
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    if not precisions or set(precisions) - {"fp32", "bf16"}:
+        sys.exit(f"--precision: a comma list of fp32, bf16; got {args.precision!r}")
 
     def stream_batch(k):
         x, y = streams.batch(k)
@@ -130,22 +151,34 @@ def main(argv=None) -> int:
     init = build_model(cfg, B, T).get_weights()  # one set of initial weights for every variant
     spec = tf.TensorSpec((B, T), tf.int32)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    runs = [(v, False) for v in variants] + ([(v, True) for v in variants] if args.jit else [])
-    rows = []
-    for kind, jit in runs:
-        model = build_model(cfg, B, T, lstm="keras" if kind == "keras" else "fast")
+    # keras runs in fp32 only (bf16 is refused there); in bf16 FastLSTM's loops are plain TF either way,
+    # so fast-plain would repeat fast
+    runs = [(v, False, p) for v in variants for p in (precisions if v == "fast" else ["fp32"])
+            if p in precisions or v == "keras"]
+    runs += [(v, True, p) for v, _, p in runs] if args.jit else []
+    built = []
+    for kind, jit, precision in runs:
+        model = build_model(cfg, B, T, lstm="keras" if kind == "keras" else "fast", precision=precision)
         model.set_weights(init)
         for layer in model.layers:
             if isinstance(layer, FastLSTM):
                 layer.jit = kind == "fast"  # before the first call traces it
         reset_state(model)
         step = make_step(tf, keras, model, spec, spec, jit)
-        losses, frac, step_s, warm_s = time_steps(step, stream_batch, args.warmup, args.steps)
-        name = kind + (" +jit" if jit else "")  # +jit: jit_compile=True on the whole train step
-        rows.append((name, np.array(losses), B * T / step_s, frac, warm_s))
-        print(f"  {name:<16} done: {rows[-1][2]:,.0f} chars/s, first loss {losses[0]:.7f} (warm-up {warm_s:.1f}s)",
-              flush=True)
-        del model, step
+        # +jit: jit_compile=True on the whole train step
+        name = kind + (" +jit" if jit else "") + (f" {precision}" if len(precisions) > 1 and kind != "keras" else "")
+        losses, warm_s = warm_up(step, stream_batch, args.warmup)
+        print(f"  {name:<16} compiled and warmed up in {warm_s:.1f}s", flush=True)
+        built.append((name, step, losses, [], [], warm_s, precision))
+    for k in range(args.warmup, n_total):  # the variants take turns, step by step
+        for _name, step, losses, pipe, total, _, _ in built:
+            loss, p, t = timed_step(step, stream_batch, k)
+            losses.append(loss), pipe.append(p), total.append(t)
+    rows = [(name, np.array(losses), B * T / float(np.median(total)), sum(pipe) / sum(total), warm_s, precision)
+            for name, _, losses, pipe, total, warm_s, precision in built]
+    for name, losses, cps, _, _, _ in rows:
+        print(f"  {name:<16} done: {cps:,.0f} chars/s, first loss {losses[0]:.7f}", flush=True)
+    del built
 
     base = None
     if args.baseline_batch > 0:
@@ -157,7 +190,7 @@ def main(argv=None) -> int:
     print()
     print(f"{'model':<17}{'chars/s':>10}{'vs keras':>10}{'vs windows':>12}{'|dloss0|':>10}{'max|dloss|':>12}"
           f"{'pipeline':>10}{'warm-up s':>11}")
-    for name, losses, cps, frac, warm_s in rows:
+    for name, losses, cps, frac, warm_s, _ in rows:
         d = "" if keras_loss is None else f"{abs(losses[0] - keras_loss[0]):>10.1e}{np.abs(losses - keras_loss).max():>12.1e}"
         vs_base = "" if base is None else f"{cps / base[0]:.1f}x"
         print(f"{name:<17}{cps:>10,.0f}{cps / keras_cps:>9.2f}x{vs_base:>12}{d:>22}{frac:>9.2%}{warm_s:>11.1f}")
@@ -171,6 +204,20 @@ def main(argv=None) -> int:
     print("  chars/s = batch x seq / median step time (batch fetch included); +jit = jit_compile=True on the")
     print("  whole train step; |dloss0| = |first-step loss - keras first-step loss| (same weights, same batch);")
     print(f"  max|dloss| = the largest such difference over all {n_total} steps (same batches, weights drift apart)")
+    for name, losses, cps, _, _, precision in rows:
+        if precision == "bf16" and name.replace("bf16", "fp32") in ref:
+            fp32 = ref[name.replace("bf16", "fp32")]
+            ratio = cps / fp32[2]
+            print(f"bf16 / fp32, {name.replace(' bf16', '')}: {cps:,.0f} / {fp32[2]:,.0f} chars/s = {ratio:.2f}x   "
+                  f"target 1.5x: {'met' if ratio >= 1.5 else 'missed'}; loss over the {n_total} steps: "
+                  f"max |bf16 - fp32| {np.abs(losses - fp32[1]).max():.1e}")
+    peaks = roofline.measure()
+    print(peaks.describe())
+    flops = roofline.matmul_flops_per_char(cfg.embed, units, cfg.vocab_size, training=True)
+    print(f"  matrix FLOPs per character trained: {flops / 1e6:.2f} M (forward + backward)")
+    for name, _, cps, _, _, precision in rows:
+        peak = peaks.gflops_bf16 if precision == "bf16" else peaks.gflops_fp32
+        print(roofline.line(f"{name}: achieved", flops * cps / 1e9, peak, "GFLOP/s", f"the {precision} matmul peak"))
     return 0
 
 

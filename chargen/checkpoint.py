@@ -272,9 +272,12 @@ def read_config(path: Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
     if not isinstance(version, int) or version > VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {version!r} is newer than this chargen "
                               f"understands ({VERSION}); upgrade chargen")
+    train = doc.get("train")
+    if isinstance(train, dict) and "precision" not in train:
+        train = {**train, "precision": "fp32"}  # written before --precision: trained (and so resumes) in fp32
     try:
         return (from_dict(ModelConfig, doc.get("model"), f"{path} model"),
-                from_dict(TrainConfig, doc.get("train"), f"{path} train"), doc)
+                from_dict(TrainConfig, train, f"{path} train"), doc)
     except ConfigError as e:
         raise CheckpointError(f"invalid checkpoint config: {e}") from None
 

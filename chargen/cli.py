@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stop", action="append", default=None, metavar="TEXT",
                    help="end the text as soon as it contains TEXT, which is kept as its end; repeat for several; "
                         r"\n, \t, \r and \\ stand for newline, tab, return and backslash")
+    s.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="fp32 (the exact engine) or int8 (int8 weights run by LiteRT: several times faster, close "
+                        "but not equal; converted once per snapshot and cached) (default: fp32)")
     _add_fields(s, SampleConfig)
 
     x = sub.add_parser("export", help="write a checkpoint as a single-step SavedModel or TFLite model for other runtimes, "
@@ -117,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seq-len", type=int, default=None, metavar="T", help="characters per stream per step (default: 256)")
     e.add_argument("--unknown", choices=("error", "skip"), default="error",
                    help="characters not in the vocabulary: stop with an error or drop them")
+    e.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="score with the fp32 model or the int8 generation engine (default: fp32)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
 
@@ -206,7 +211,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         seed = read_seed("-", "--seed -") if args.seed == "-" else args.seed
     stop = check_stops([unescape(s) for s in args.stop or []])
     import_tensorflow_quietly()
-    gen = load(args.checkpoint, which=args.which, root=args.root)
+    gen = load(args.checkpoint, which=args.which, root=args.root, precision=args.precision)
     if args.json or args.num_samples != 1:
         return _sample_many(gen, args, cfg, seed, stop)
     out = sys.stdout
@@ -277,7 +282,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(Path(args.book), args.checkpoint, which=args.which, root=args.root,
                       batch_size=DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size,
                       seq_len=DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len,
-                      unknown=args.unknown, progress=False if args.quiet else None)
+                      unknown=args.unknown, progress=False if args.quiet else None, precision=args.precision)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -290,7 +295,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     book = "stdin" if args.book == "-" else Path(args.book).name
     table = Table(title=f"{book}: {result.characters:,} characters predicted"
                         + (f", {result.skipped:,} unknown skipped" if result.skipped else ""),
-                  caption=f"model: {run.name} ({args.which}), {result.rows} stream{'s' * (result.rows != 1)}")
+                  caption=f"model: {run.name} ({args.which}{', int8' if result.precision == 'int8' else ''}), "
+                          f"{result.rows} stream{'s' * (result.rows != 1)}")
     for column, justify in (("method", "left"), ("bits/char", "right"), ("size (bytes)", "right"), ("vs lzma", "left")):
         table.add_column(column, justify=justify)
     for method, bpc, size, versus in comparison_rows(result):

@@ -93,6 +93,11 @@ class TrainConfig:
                           choices=("char", "bpe"))
     bpe_vocab: int | None = _opt(None, "with --tokenizer bpe: tokens in the vocabulary, the book's characters "
                                        "included (default: 512)")
+    precision: str = _opt("auto", "number format of training's matrix products: bf16 (bfloat16 products in the LSTM "
+                                  "layers; weights, state and loss stay float32; needs --lstm fast), fp32, or auto "
+                                  "(bf16 where the CPU has native BF16 and layers have 256+ units, else fp32); "
+                                  "checkpoints are float32 either way",
+                          choices=("auto", "bf16", "fp32"))
     distribute: str = _opt("none", "train on several devices: none, mirrored (every GPU of this machine, each taking "
                                    "batch-size/GPUs of the streams) or multiworker (machines listed in TF_CONFIG); "
                                    "the maths is the same as on one device",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -132,6 +133,11 @@ class Engine:
         """The training model and its optimizer: for all B rows, or mirrored with B/R rows per replica."""
         import keras
 
+        from chargen.precision import gpu_visible, training_precision
+
+        if tcfg.precision == "auto":  # a TrainConfig that train() did not resolve: resolve it the same way
+            tcfg = replace(tcfg, precision=training_precision(tcfg, mcfg.units, lstm, gpu_visible())[0])
+
         def optimizer(model):
             with self.scope():  # on R replicas: mirrored slots, like the weights
                 opt = keras.optimizers.Adam(learning_rate=tcfg.lr, global_clipnorm=tcfg.clip or None)
@@ -139,7 +145,7 @@ class Engine:
             return opt
 
         if not self.distributed:
-            model = build_model(mcfg, self.batch_size, tcfg.seq_len, lstm=lstm)
+            model = build_model(mcfg, self.batch_size, tcfg.seq_len, lstm=lstm, precision=tcfg.precision)
             return model, optimizer(model)
         tf = self.tf
 
@@ -152,7 +158,7 @@ class Engine:
             return next_creator(**kwargs)
 
         with self.strategy.scope(), tf.variable_creator_scope(per_replica):
-            model = build_model(mcfg, self.rows, tcfg.seq_len, lstm=lstm)
+            model = build_model(mcfg, self.rows, tcfg.seq_len, lstm=lstm, precision=tcfg.precision)
         self._spread_rng(model)
         return model, optimizer(model)
 

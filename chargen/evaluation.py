@@ -17,6 +17,9 @@ Each row starts from zero state, so more rows cost a little: the first few chara
 row are predicted without context. With one row the score is exactly that of feeding the whole
 text through the model in one go.
 
+With precision="int8" the same layout is stepped one column at a time by the int8 engine
+(chargen/quantized.py), each row's logits scored in float64; fp32 runs the Keras model.
+
 A compressor's output holds the whole text; a model's score is the ideal size of an arithmetic
 coder's output driven by its predictions (the model itself not counted), so the two compare
 directly.
@@ -40,6 +43,7 @@ from chargen import checkpoint as ckpt
 from chargen.config import positive_int
 from chargen.corpus import read_text
 from chargen.errors import ConfigError, CorpusError
+from chargen.precision import generation_precision
 from chargen.tokenizer import check_unknown, known_text
 
 LN2 = math.log(2.0)
@@ -68,6 +72,7 @@ class EvalResult:
     gzip_bits_per_char: float | None  # 8 * compressed bytes / text_characters; None without compressors
     bz2_bits_per_char: float | None
     lzma_bits_per_char: float | None
+    precision: str = "fp32"  # the engine that scored: fp32 (Keras) or int8 (chargen/quantized.py)
 
     def compressor_bits_per_char(self) -> dict[str, float]:
         """The compressors that ran, by the name shown in tables."""
@@ -81,7 +86,7 @@ class EvalResult:
 def evaluate(text_or_path: str | os.PathLike[str], checkpoint: str | os.PathLike[str] | None = None,
              which: str = "best", root: str | os.PathLike[str] = "checkpoints", batch_size: int = DEFAULT_BATCH_SIZE,
              seq_len: int = DEFAULT_SEQ_LEN, compressors: bool = True, unknown: str = "error",
-             progress: bool | None = None) -> EvalResult:
+             progress: bool | None = None, precision: str = "fp32") -> EvalResult:
     """Bits per character of a checkpoint on a text, with gzip's, bz2's and lzma's on the same text.
 
     `text_or_path`: a `Path` (or other path object) is read with `chargen.read_text` (a file, a
@@ -89,9 +94,11 @@ def evaluate(text_or_path: str | os.PathLike[str], checkpoint: str | os.PathLike
     existing file or folder, or is one word ending in ".txt" (so a mistyped file name is an
     error, not a text of a dozen characters); any other `str` is the text itself.
     `checkpoint`, `which`, `root` pick the snapshot as `chargen.load` does. `unknown="skip"`
-    drops characters the vocabulary lacks instead of raising VocabularyError.
+    drops characters the vocabulary lacks instead of raising VocabularyError. `precision`: "fp32"
+    (the Keras model) or "int8" (the int8 generation engine, chargen/quantized.py).
     """
     _check_options(which, batch_size, seq_len, unknown)
+    generation_precision(precision)
     text = read_text(text_or_path) if _is_path(text_or_path) else text_or_path
     snap = ckpt.read_snapshot(ckpt.snapshot_dir(ckpt.resolve_run(checkpoint, Path(root)), which), with_training=False)
     tokenizer = snap.tokenizer
@@ -101,7 +108,7 @@ def evaluate(text_or_path: str | os.PathLike[str], checkpoint: str | os.PathLike
         raise CorpusError(f"the text has {len(ids)} character{'s' * (len(ids) != 1)} the model knows; "
                           "at least 2 are needed to predict one; give a longer text")
     show = sys.stderr.isatty() if progress is None else progress
-    scorer = _StreamScorer(snap, ids, batch_size, seq_len)
+    scorer = _StreamScorer(snap, ids, batch_size, seq_len, precision)
     total_nats = scorer.run(show)
     # Bits per *character*: count the characters the predicted tokens decode to. That is the
     # text minus what its first token decodes to (a token may span several characters).
@@ -111,7 +118,8 @@ def evaluate(text_or_path: str | os.PathLike[str], checkpoint: str | os.PathLike
         checkpoint=str(snap.path), text_characters=len(text), characters=characters, tokens=len(ids) - 1,
         skipped=skipped, rows=scorer.rows, seq_len=seq_len, total_nats=total_nats,
         nats_per_char=total_nats / characters, bits_per_char=total_nats / LN2 / characters,
-        gzip_bits_per_char=bpcs["gzip -9"], bz2_bits_per_char=bpcs["bz2 -9"], lzma_bits_per_char=bpcs["lzma -9"])
+        gzip_bits_per_char=bpcs["gzip -9"], bz2_bits_per_char=bpcs["bz2 -9"], lzma_bits_per_char=bpcs["lzma -9"],
+        precision=precision)
 
 
 def comparison_rows(result: EvalResult, model_name: str = "model") -> list[tuple[str, float, int, str]]:
@@ -140,10 +148,10 @@ def comparison_rows(result: EvalResult, model_name: str = "model") -> list[tuple
 class _StreamScorer:
     """Runs `ids` through a stateful (rows, seq_len) model as contiguous streams and sums the cross-entropy."""
 
-    def __init__(self, snap: ckpt.Snapshot, ids: np.ndarray, batch_size: int, seq_len: int):
+    def __init__(self, snap: ckpt.Snapshot, ids: np.ndarray, batch_size: int, seq_len: int, precision: str = "fp32"):
         from chargen.model import build_model
 
-        self.ids, self.seq_len = ids, seq_len
+        self.ids, self.seq_len, self.units = ids, seq_len, snap.model.units
         targets = len(ids) - 1
         # Fewer rows for a short text: each row should get at least one full step of context.
         self.rows = min(batch_size, max(1, targets // seq_len))
@@ -152,8 +160,14 @@ class _StreamScorer:
         self.lengths[:extra] += 1
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
         self.num_batches = -(-int(self.lengths.max()) // seq_len)
-        self.model = build_model(snap.model, self.rows, seq_len)
-        ckpt.assign_weights(self.model, snap.weights, snap.path)
+        self.model = self.engine = None
+        if precision == "int8":
+            from chargen.quantized import Int8LSTM
+
+            self.engine = Int8LSTM.from_weights(snap.weights, snap.model.units)
+        else:
+            self.model = build_model(snap.model, self.rows, seq_len)
+            ckpt.assign_weights(self.model, snap.weights, snap.path)
 
     def batch(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Batch k as (x, y, weight): columns [kT, (k+1)T) of every row's span, padding weighted 0."""
@@ -163,8 +177,31 @@ class _StreamScorer:
         return (self.ids[pos].astype(np.int32), self.ids[pos + 1].astype(np.int32), valid.astype(np.float32))
 
     def run(self, show: bool) -> float:
-        import tensorflow as tf
         from tqdm.auto import tqdm
+
+        with tqdm(total=int(self.lengths.sum()), desc="model", unit="tok", unit_scale=True, disable=not show,
+                  file=sys.stderr, leave=False) as bar:
+            return self._run_engine(bar) if self.engine is not None else self._run_model(bar)
+
+    def _run_engine(self, bar) -> float:
+        """The step engine over the same batches, one column at a time; cross-entropy in float64."""
+        state = [(np.zeros((self.rows, u), np.float32), np.zeros((self.rows, u), np.float32)) for u in self.units]
+        rows, total = np.arange(self.rows), 0.0
+        for k in range(self.num_batches):
+            x, y, weight = self.batch(k)
+            for t in range(self.seq_len):
+                if not weight[:, t].any():  # only padding from here on
+                    break
+                logits, state = self.engine.step(x[:, t], state)
+                z = logits.astype(np.float64)
+                top = z.max(axis=1)
+                nats = top + np.log(np.exp(z - top[:, None]).sum(axis=1)) - z[rows, y[:, t]]
+                total += float(nats @ weight[:, t])
+            bar.update(int(weight.sum()))
+        return total
+
+    def _run_model(self, bar) -> float:
+        import tensorflow as tf
 
         from chargen.model import reset_state
 
@@ -180,12 +217,10 @@ class _StreamScorer:
 
         reset_state(model)  # once: from here the state runs on through the whole text
         total = 0.0
-        with tqdm(total=int(self.lengths.sum()), desc="model", unit="tok", unit_scale=True, disable=not show,
-                  file=sys.stderr, leave=False) as bar:
-            for k in range(self.num_batches):
-                x, y, weight = self.batch(k)
-                total += float(summed_nats(x, y, weight))  # summed in float64 here: exact over long texts
-                bar.update(int(weight.sum()))
+        for k in range(self.num_batches):
+            x, y, weight = self.batch(k)
+            total += float(summed_nats(x, y, weight))  # summed in float64 here: exact over long texts
+            bar.update(int(weight.sum()))
         return total
 
 

@@ -117,14 +117,18 @@ def _numpy_stepper(weights: list[np.ndarray], layers: int) -> NumpyLSTM:
     return NumpyLSTM(weights[0], per_layer, weights[-2], weights[-1])
 
 
-def _step_module(stepper: NumpyLSTM, units: tuple[int, ...]):
-    """A tf.Module holding the arrays as (non-trainable) variables, with `step` as a tf.function."""
+def _step_module(stepper: NumpyLSTM, units: tuple[int, ...], rows: int | None = 1):
+    """A tf.Module holding the arrays as (non-trainable) variables, with `step` as a tf.function.
+
+    `rows` is the batch of the step's signature: 1 for an export, None (any number of rows, set
+    by the runtime) for chargen's own int8 engine (chargen/quantized.py).
+    """
     import tensorflow as tf
 
     names = state_names(len(units))
-    specs = [tf.TensorSpec((1,), tf.int32, name="token")]
+    specs = [tf.TensorSpec((rows,), tf.int32, name="token")]
     for (h, c), u in zip(names, units):
-        specs += [tf.TensorSpec((1, u), tf.float32, name=h), tf.TensorSpec((1, u), tf.float32, name=c)]
+        specs += [tf.TensorSpec((rows, u), tf.float32, name=h), tf.TensorSpec((rows, u), tf.float32, name=c)]
 
     class CharStep(tf.Module):
         def __init__(self):
@@ -167,12 +171,15 @@ def _write_savedmodel(module, folder: Path) -> None:
         raise OSError(e.message) from None
 
 
-def _to_tflite(module) -> bytes:
+def _to_tflite(module, int8: bool = False) -> bytes:
+    """The step as a TFLite flatbuffer; `int8`: TFLite's dynamic-range quantization (int8 weights, float in and out)."""
     import tensorflow as tf
 
     # Passing the module lets the converter freeze its variables into the flatbuffer and keep
     # the input/output names as a "serving_default" signature.
     converter = tf.lite.TFLiteConverter.from_concrete_functions([module.step.get_concrete_function()], module)
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative data: dynamic range
     return converter.convert()
 
 
@@ -210,10 +217,10 @@ def _manifest(snap: ckpt.Snapshot, run: Path, which: str, format: str) -> str:
 
 # ---------------------------------------------------------------- loading and checking
 
-def load_tflite_step(path: str | os.PathLike[str]):
-    """A callable step(token=..., h0=..., c0=..., ...) -> dict for an exported model.tflite.
+def tflite_interpreter(**kwargs):
+    """A TFLite interpreter (model_path= or model_content=, num_threads=, ...).
 
-    Uses `ai_edge_litert` when it is installed, else TensorFlow's own tf.lite.Interpreter, whose
+    `ai_edge_litert`'s when it is installed, else TensorFlow's own tf.lite.Interpreter, whose
     deprecation warning (TF 2.20+) is kept quiet here.
     """
     try:
@@ -224,8 +231,12 @@ def load_tflite_step(path: str | os.PathLike[str]):
         Interpreter = tf.lite.Interpreter
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        interpreter = Interpreter(model_path=str(path))
-    return interpreter.get_signature_runner(SIGNATURE)
+        return Interpreter(**kwargs)
+
+
+def load_tflite_step(path: str | os.PathLike[str]):
+    """A callable step(token=..., h0=..., c0=..., ...) -> dict for an exported model.tflite (see tflite_interpreter)."""
+    return tflite_interpreter(model_path=str(path)).get_signature_runner(SIGNATURE)
 
 
 def _load_step(folder: Path, format: str):

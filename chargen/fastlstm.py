@@ -60,13 +60,14 @@ LSTM_MATHS = CellMaths("lstm", gates=4, carries=1, saved_widths=(1, 4, 1), step=
 _RECURRENCE = Recurrence(LSTM_MATHS)
 
 
-def _recurrence(xp, h0, c0, rec, jit: bool = True):
+def _recurrence(xp, h0, c0, rec, jit: bool = True, precision: str = "fp32"):
     """The LSTM recurrence over a time-major window, with a hand-written gradient.
 
-    xp: (T, B, 4u) input projections (x W + b); h0, c0: (B, u); rec: (u, 4u).
-    Returns hs (T, B, u) and the final c (B, u); the final h is hs[-1].
+    xp: (T, B, 4u) input projections (x W + b); h0, c0: (B, u); rec: (u, 4u), all float32.
+    Returns hs (T, B, u) and the final c (B, u); the final h is hs[-1]. precision="bf16" does
+    the per-step products in bfloat16 (chargen.recurrence's docstring).
     """
-    hs, (c_last,) = _RECURRENCE(xp, h0, (c0,), rec, None, jit)
+    hs, (c_last,) = _RECURRENCE(xp, h0, (c0,), rec, None, jit, precision)
     return hs, c_last
 
 

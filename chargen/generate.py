@@ -6,7 +6,9 @@ state with the whole seed in one call. After that it feeds one token at a time: 
 or with a BPE vocabulary (`--tokenizer bpe`) a piece of text such as " the". The per-token
 steps run in numpy on the same weights (see `NumpyLSTM`): at batch 1 a step is
 a few matrix-vector products, and skipping TensorFlow's per-call overhead makes it several
-times faster. Both paths agree to ~1e-6 (tested).
+times faster. Both paths agree to ~1e-6 (tested). With precision="int8" the per-token steps run
+on int8 weights instead (chargen/quantized.py: LiteRT, close to fp32 but not equal); the seed is
+still primed by the fp32 model.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from chargen.config import ModelConfig, SampleConfig
 from chargen.errors import ConfigError
 from chargen.model import State, build_model, check_state, get_state, set_state, state_shapes
 from chargen.cores import Stepper
+from chargen.precision import generation_precision
+from chargen.quantized import Int8LSTM
 from chargen.sampling import NumpyLSTM, pick
 from chargen.stops import StopStrings
 from chargen.tokenizer import Tokenizer, known_text, start_token
@@ -31,11 +35,15 @@ class Generator:
     """A batch-size-1 stateful model that continues text. Holds one (h, c) per LSTM layer."""
 
     def __init__(self, model_config: ModelConfig, weights: list[np.ndarray], tokenizer: Tokenizer,
-                 source: Path | None = None):
+                 source: Path | None = None, precision: str = "fp32"):
+        self.precision = generation_precision(precision)
         self.config, self.tokenizer, self.source = model_config, tokenizer, source
         self.model = build_model(model_config, batch_size=1, seq_len=None)
         ckpt.assign_weights(self.model, weights, source or Path("<weights>"))
-        self.stepper = Stepper(NumpyLSTM.from_keras(self.model))  # on two cores where two are ours and it pays
+        if precision == "int8":  # the same step interface, on int8 weights (converted once, then cached)
+            self.stepper = Int8LSTM.from_weights(self.model.get_weights(), model_config.units)
+        else:
+            self.stepper = Stepper(NumpyLSTM.from_keras(self.model))  # on two cores where two are ours and it pays
         self._state = self.zero_state()
         self._logits: np.ndarray | None = None  # distribution over the next token, if known
 
@@ -171,13 +179,14 @@ class Generator:
 
 
 def load(checkpoint: str | os.PathLike[str] | None = None, which: str = "best",
-         root: str | os.PathLike[str] = "checkpoints") -> Generator:
+         root: str | os.PathLike[str] = "checkpoints", precision: str = "fp32") -> Generator:
     """A Generator from a run folder, a snapshot folder, or a run name under `root`.
 
     None picks the most recently written run. `which` is "best" (lowest validation loss)
-    or "last".
+    or "last". `precision` is "fp32" (the exact numpy engine) or "int8" (chargen/quantized.py).
     """
     ckpt.check_which(which)
+    generation_precision(precision)
     run = ckpt.resolve_run(checkpoint, Path(root))
     snap = ckpt.read_snapshot(ckpt.snapshot_dir(run, which), with_training=False)
-    return Generator(snap.model, snap.weights, snap.tokenizer, snap.path)
+    return Generator(snap.model, snap.weights, snap.tokenizer, snap.path, precision)

@@ -28,6 +28,7 @@ from chargen.config import ModelConfig, TrainConfig
 from chargen.distributed import Engine, mean_loss
 from chargen.errors import CheckpointError, TrainingDiverged, TrainingInterrupted
 from chargen.model import build_model, reset_state
+from chargen.precision import gpu_visible, lstm_kernel
 
 LN2 = math.log(2.0)
 DIVERGED_FACTOR = 100  # a loss above 100 x max(1, ln V) nats (100x worse than guessing) counts as diverged
@@ -114,7 +115,7 @@ class TrainingLoop:
         self.chars_per_step = train_streams.batch_size * train_streams.seq_len * self.chars_per_token
         keras.utils.set_random_seed(tcfg.seed)
         tf.config.experimental.enable_op_determinism()
-        kernel = tcfg.lstm if tcfg.lstm != "auto" else ("keras" if tf.config.list_physical_devices("GPU") else "fast")
+        kernel = lstm_kernel(tcfg, gpu_visible())
         # One device, or R replicas each owning B/R of the streams (chargen/distributed.py).
         self.engine = engine or Engine(tcfg.distribute, tcfg.batch_size)
         if self.engine.distributed:

@@ -24,24 +24,29 @@ from chargen.errors import StateError
 State = list[tuple[np.ndarray, np.ndarray]]  # per layer: (h, c), each (batch, units)
 
 
-def build_model(cfg: ModelConfig, batch_size: int, seq_len: int | None = None, lstm: str = "keras"):
+def build_model(cfg: ModelConfig, batch_size: int, seq_len: int | None = None, lstm: str = "keras",
+                precision: str = "fp32"):
     """A stateful model for exactly `batch_size` rows; `seq_len=None` accepts any length.
 
     `lstm="fast"` uses chargen.fastlstm.FastLSTM (same weights, faster CPU training) instead of
-    keras.layers.LSTM; the two models' weights are interchangeable.
+    keras.layers.LSTM; the two models' weights are interchangeable. `precision="bf16"` (FastLSTM
+    only) does the LSTM layers' matrix products in bfloat16; the weights, the state, the output
+    layer and so the logits stay float32, and the weights are the same either way.
     """
     import keras
 
     cfg.validate()
     if lstm not in ("keras", "fast"):
         raise ValueError(f"lstm must be 'keras' or 'fast', got {lstm!r}")
+    if precision not in ("fp32", "bf16") or (precision == "bf16" and lstm != "fast"):
+        raise ValueError(f"precision must be 'fp32', or 'bf16' with lstm='fast'; got {precision!r} with {lstm!r}")
     inputs = keras.Input(batch_shape=(batch_size, seq_len), dtype="int32", name="ids")
     x = keras.layers.Embedding(cfg.vocab_size, cfg.embed, name="embedding")(inputs)
     for i, units in enumerate(cfg.units):
         if lstm == "fast":
             from chargen.fastlstm import FastLSTM
 
-            x = FastLSTM(units, name=f"lstm_{i}")(x)
+            x = FastLSTM(units, precision=precision, name=f"lstm_{i}")(x)
         else:
             x = keras.layers.LSTM(units, return_sequences=True, stateful=True, name=f"lstm_{i}")(x)
         if cfg.dropout > 0:

@@ -22,6 +22,16 @@ and let autodiff differentiate it step by step):
   ran faster than TensorFlow's here. The rest of the step stays on TensorFlow's kernels, which
   beat XLA's for the big matmuls, softmax and Adam (see benchmarks/train_speed.py).
 
+precision="bf16" (mixed precision, `--precision bf16`): every matrix product takes bfloat16
+operands (the weights are cast once per call; the variables, the state, the gates, the saved
+derivatives and the gradients handed to the optimizer stay float32). TensorFlow's own bf16
+matmul (oneDNN) runs ~2x its fp32 one on a CPU with AVX512_BF16, but XLA:CPU converts bf16 dots
+to fp32 and gains nothing (measured: benchmarks/train_speed.py, docs/performance.md). So in
+bf16 the time loops run as plain TensorFlow loops whose per-step product is TensorFlow's bf16
+matmul (`jit` applies to fp32 only). Calling an XLA-fused function for each step's element-wise
+ops from such a loop was tried and was slower than plain TensorFlow ops (each call hands the
+step to XLA's threads and back; figures in docs/performance.md).
+
 The TensorFlow backend is required (it is the only backend this package uses).
 """
 
@@ -38,6 +48,13 @@ try:  # the stock RNN layer creates its state variables the same way, to keep th
 except ImportError:  # pragma: no cover - older/newer Keras layouts
     def _untracked(fn):
         return fn
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _product(a, b, low):
+    """a @ b with operands of dtype `low` (b already cast), the result in float32 (a no-op cast in fp32)."""
+    return tf.cast(tf.matmul(tf.cast(a, low), b), tf.float32)
 
 
 @dataclass(frozen=True)
@@ -65,19 +82,21 @@ class CellMaths:
     dm_is_dxp: bool = False
 
 
-def _forward(cell: CellMaths, xp, h0, carries0, rec, rec_bias):
+def _forward(cell: CellMaths, xp, h0, carries0, rec, rec_bias, low=tf.float32):
     """The recurrence over the window, keeping what the backward pass needs of every step.
 
     A tf.while_loop rather than a Python-unrolled loop: unrolling 128 steps into the graph was
     no faster here (the executor's cost per op is the same) and took 50 s to XLA-compile.
+    `low`: the per-step product's operand dtype (bfloat16 in mixed precision), its result float32.
     """
     n = tf.shape(xp)[0]
     xs = tf.TensorArray(xp.dtype, size=n).unstack(xp)
     k = cell.carries
+    rec_low = tf.cast(rec, low)  # cast once per window, not per step
 
     def body(t, h, *rest):
         carries, hs, saved = rest[:k], rest[k], rest[k + 1:]
-        m = tf.matmul(h, rec) if rec_bias is None else tf.matmul(h, rec) + rec_bias
+        m = _product(h, rec_low, low) if rec_bias is None else _product(h, rec_low, low) + rec_bias
         h, carries, keep = cell.step(xs.read(t), m, h, carries)
         return (t + 1, h, *carries, hs.write(t, h), *(ta.write(t, v) for ta, v in zip(saved, keep)))
 
@@ -91,12 +110,12 @@ def _forward(cell: CellMaths, xp, h0, carries0, rec, rec_bias):
     return hs, carries_last, tuple(saved)
 
 
-def _backward(cell: CellMaths, d_hs, d_carries_last, h0, hs, saved, rec, with_bias: bool):
+def _backward(cell: CellMaths, d_hs, d_carries_last, h0, hs, saved, rec, with_bias: bool, low=tf.float32):
     """Gradients of (xp, h0, carries0, rec[, rec_bias]) given dL/dh_t for every step and dL/d(final carries)."""
     units = rec.shape[0]
     # U^T is materialised once: matmul(..., transpose_b=True) ran 1.5-3x slower per step than
     # a plain matmul with a transposed copy (TF's CPU matmul on 2 cores, measured here).
-    rec_t = tf.transpose(rec)
+    rec_t = tf.cast(tf.transpose(rec), low)
     n = tf.shape(d_hs)[0]
     d_hs_ta = tf.TensorArray(d_hs.dtype, size=n).unstack(d_hs)
     saved_tas = [tf.TensorArray(d_hs.dtype, size=n).unstack(v) for v in saved]
@@ -107,7 +126,7 @@ def _backward(cell: CellMaths, d_hs, d_carries_last, h0, hs, saved, rec, with_bi
         dh = d_hs_ta.read(t) + dh_rec
         dxp, dm, dh_direct, d_carries = cell.back(dh, d_carries, tuple(ta.read(t) for ta in saved_tas))
         # The only matmul per step is dm_t @ U^T; d(U) is not accumulated here (see below).
-        dh_prev = tf.matmul(dm, rec_t) if dh_direct is None else tf.matmul(dm, rec_t) + dh_direct
+        dh_prev = _product(dm, rec_t, low) if dh_direct is None else _product(dm, rec_t, low) + dh_direct
         outs = (outs[0].write(t, dxp), outs[1].write(t, dm)) if two else (outs[0].write(t, dxp),)
         return (t - 1, dh_prev, *d_carries, *outs)
 
@@ -122,7 +141,8 @@ def _backward(cell: CellMaths, d_hs, d_carries_last, h0, hs, saved, rec, with_bi
     # d(recurrent_kernel) as ONE matmul over all steps: sum_t h_{t-1}^T dm_t.
     h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
     flat_dm = tf.reshape(dm_all, (-1, cell.gates * units))
-    d_rec = tf.matmul(tf.reshape(h_prev, (-1, units)), flat_dm, transpose_a=True)
+    d_rec = tf.cast(tf.matmul(tf.cast(tf.reshape(h_prev, (-1, units)), low), tf.cast(flat_dm, low), transpose_a=True),
+                    tf.float32)
     d_bias = (tf.reduce_sum(flat_dm, axis=0),) if with_bias else ()
     # dxp_t is exactly dL/d(xp_t): the input projection's gradients follow by autodiff outside.
     return (dxp_all, dh0, *d_carries0, d_rec, *d_bias)
@@ -142,18 +162,25 @@ class Recurrence:
         # units and 1.2x at 2x256 (2 CPU cores) with these two functions compiled. A jit_compile
         # function nested in a plain tf.function is compiled on its own; in a jit-compiled train
         # step it is simply inlined.
-        def forward(*args):
-            return _forward(cell, *args)
+        def kernels(low, jit):
+            def forward(*args):
+                return _forward(cell, *args, low=low)
 
-        def backward(*args):
-            return _backward(cell, *args)
+            def backward(*args):
+                return _backward(cell, *args, low=low)
 
-        forward.__name__, backward.__name__ = f"{cell.name}_forward", f"{cell.name}_backward"  # in traces and profiles
-        self._kernels = {jit: (tf.function(forward, jit_compile=jit, autograph=False),
-                               tf.function(backward, jit_compile=jit, autograph=False)) for jit in (False, True)}
+            # named in traces and profiles
+            forward.__name__, backward.__name__ = f"{cell.name}_forward", f"{cell.name}_backward"
+            return (tf.function(forward, jit_compile=jit, autograph=False),
+                    tf.function(backward, jit_compile=jit, autograph=False))
 
-    def __call__(self, xp, h0, carries0: tuple = (), rec=None, rec_bias=None, jit: bool = True):
-        forward, backward = self._kernels[bool(jit)]
+        self._kernels = {(jit, "fp32"): kernels(tf.float32, jit) for jit in (False, True)}
+        # In bf16 the loops stay plain TensorFlow whatever `jit` says: its bf16 matmul is the fast one.
+        self._kernels[False, "bf16"] = self._kernels[True, "bf16"] = kernels(tf.bfloat16, False)
+
+    def __call__(self, xp, h0, carries0: tuple = (), rec=None, rec_bias=None, jit: bool = True,
+                 precision: str = "fp32"):
+        forward, backward = self._kernels[(bool(jit), precision)]
         k, with_bias = self.cell.carries, rec_bias is not None
         if len(carries0) != k:
             raise ValueError(f"the {self.cell.name} recurrence carries {k} tensors besides h, got {len(carries0)}")
@@ -192,7 +219,8 @@ class StatefulRecurrent(keras.layers.Layer):
     `_biases()` (the input bias and the recurrent bias or None). State lives in non-trainable
     variables kept out of get_weights(), carried from call to call, zeroed by reset_state().
     `jit=True` (default) XLA-compiles the time loops (each distinct sequence length compiles
-    once); `jit=False` runs them as plain TensorFlow graphs.
+    once); `jit=False` runs them as plain TensorFlow graphs. `precision="bf16"`: the matrix
+    products in bfloat16, everything else float32 (module docstring).
     """
 
     stateful = True  # what chargen.model.lstm_layers() looks for
@@ -200,10 +228,13 @@ class StatefulRecurrent(keras.layers.Layer):
     state_names: tuple[str, ...]
     recurrence: Recurrence
 
-    def __init__(self, units: int, jit: bool = True, **kwargs):
+    def __init__(self, units: int, jit: bool = True, precision: str = "fp32", **kwargs):
         super().__init__(**kwargs)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.units = int(units)
         self.jit = bool(jit)
+        self.precision = precision
         self.states = None
         self._batch_size = None
 
@@ -250,17 +281,19 @@ class StatefulRecurrent(keras.layers.Layer):
         width = self.recurrence.cell.gates * self.units
         input_bias, rec_bias = self._biases()
         x = tf.transpose(tf.convert_to_tensor(inputs, self.compute_dtype), (1, 0, 2))  # time-major (T, B, D)
-        # The input projection of the whole window in one matmul (autodiff gives dW, db, dx).
-        xp = tf.reshape(tf.matmul(tf.reshape(x, (-1, dim)), self.cell.kernel) + input_bias,
-                        tf.concat([tf.shape(x)[:2], [width]], 0))
+        # The input projection of the whole window in one matmul (autodiff gives dW, db, dx; in
+        # bf16 through the casts, so the variables' gradients arrive as float32).
+        low = tf.bfloat16 if self.precision == "bf16" else tf.float32
+        proj = _product(tf.reshape(x, (-1, dim)), tf.cast(tf.convert_to_tensor(self.cell.kernel), low), low)
+        xp = tf.reshape(proj + input_bias, tf.concat([tf.shape(x)[:2], [width]], 0))
         xp.set_shape((steps, batch, width))
         h0, *carries0 = (tf.convert_to_tensor(v) for v in self.states)
         rec = tf.convert_to_tensor(self.cell.recurrent_kernel)
-        hs, carries_last = self.recurrence(xp, h0, tuple(carries0), rec, rec_bias, self.jit)
+        hs, carries_last = self.recurrence(xp, h0, tuple(carries0), rec, rec_bias, self.jit, self.precision)
         # Carry the final state to the next call (truncated BPTT: no gradient across calls).
         for v, value in zip(self.states, (hs[-1], *carries_last)):
             v.assign(value)
         return tf.transpose(hs, (1, 0, 2))
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "jit": self.jit}
+        return {**super().get_config(), "units": self.units, "jit": self.jit, "precision": self.precision}

@@ -26,6 +26,7 @@ from chargen.errors import (CheckpointError, ConfigError, CorpusError, TrainingD
                             TrainingInterrupted, VocabularyError)
 from chargen.loop import EpochEnd, StepEnd, TrainResult  # noqa: F401 (re-exported)
 from chargen.loop import TrainingLoop as _Loop
+from chargen.precision import describe, gpu_visible, lstm_kernel, training_precision
 from chargen.streams import Streams, split
 from chargen.tokenizer import build_tokenizer
 
@@ -89,6 +90,11 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
             tcfg = replace(tcfg, bpe_vocab=DEFAULT_VOCAB)  # recorded, like the seed
         mcfg = ModelConfig(**{"vocab_size": 1, **m_opts}).validate()  # vocab set below, from the text
     engine = Engine(tcfg.distribute, tcfg.batch_size)  # early: refuses a batch the replicas cannot share
+    if tcfg.precision == "auto" or snap is None:  # auto -> what it chose, recorded so a resume keeps it
+        gpu = gpu_visible()
+        precision, why = training_precision(tcfg, mcfg.units, lstm_kernel(tcfg, gpu), gpu)
+        tcfg = replace(tcfg, precision=precision)
+        say(describe(precision, why))
     ckpt.check_writable(run_dir)  # before reading a large book, and creating nothing
 
     text = read_text(corpus)
@@ -123,6 +129,8 @@ def resume_command(corpus: str | os.PathLike[str], run_dir: Path) -> str:
 def _resume_configs(snap: ckpt.Snapshot, m_opts: dict, t_opts: dict) -> tuple[ModelConfig, TrainConfig]:
     for cfg, opts in ((snap.model, m_opts), (snap.train, t_opts)):
         for key, value in opts.items():
+            if key == "precision" and value == "auto":  # auto chose when the run started; it keeps that
+                continue
             if key not in CHANGEABLE_ON_RESUME and value is not None and getattr(cfg, key) != value:
                 raise ConfigError(f"{flag(key)} {value!r} differs from the checkpoint's {getattr(cfg, key)!r}; "
                                   "a resumed run keeps its settings (only --epochs and --distribute may change)")

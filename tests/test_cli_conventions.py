@@ -54,7 +54,7 @@ def test_version_is_the_packages_version():
 
 
 def test_every_fixed_set_option_has_its_choices_in_the_parser_and_in_help():
-    assert {f.name for _, f in CHOICE_FIELDS} == {"lr_decay", "lstm", "tokenizer", "distribute"}
+    assert {f.name for _, f in CHOICE_FIELDS} == {"lr_decay", "lstm", "tokenizer", "distribute", "precision"}
     train = _subparsers()["train"]
     by_dest = {a.dest: a for a in train._actions}
     text = train.format_help()
@@ -64,7 +64,7 @@ def test_every_fixed_set_option_has_its_choices_in_the_parser_and_in_help():
 
 
 @pytest.mark.parametrize("flag, bad", [("--lr-decay", "linear"), ("--lstm", "cudnn"), ("--tokenizer", "wordpiece"),
-                                       ("--distribute", "gpu")])
+                                       ("--distribute", "gpu"), ("--precision", "half")])
 def test_a_value_outside_the_choices_is_refused_by_the_parser(tmp_path, capsys, flag, bad):
     with pytest.raises(SystemExit) as stop:
         main(["train", str(tmp_path / "book.txt"), flag, bad])

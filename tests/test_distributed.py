@@ -104,6 +104,10 @@ model, _ = engine.build(chargen.ModelConfig(vocab_size=5, embed=2, units=(3,), d
 seeds = engine.strategy.experimental_local_results(distributed.rng_vars(model)[0].value)
 result["replica_seeds"] = [s.numpy().tolist() for s in seeds]
 
+# bf16 (--precision bf16) on one device and on 2 replicas
+chargen.train(book, root=out / "bf16_one", epochs=1, progress=False, precision="bf16", **opts)
+chargen.train(book, root=out / "bf16_two", epochs=1, progress=False, precision="bf16", distribute="mirrored", **opts)
+
 # a batch the replicas cannot share evenly
 err = io.StringIO()
 with contextlib.redirect_stderr(err):
@@ -209,6 +213,22 @@ def test_with_dropout_each_replica_draws_its_own_masks_and_resumes_exactly(runs)
         for x, y in zip(_arrays(straight, name), _arrays(resumed, name), strict=True):
             np.testing.assert_array_equal(x, y)
     assert _history(straight)[0]["train_loss"] != _history(d / "ref" / "book")[0]["train_loss"]  # dropout was on
+
+
+def test_bf16_on_two_replicas_trains_like_bf16_on_one_device(runs):
+    """bf16 rounds each product's operands, so the replicas' float-order differences (~1e-7) can flip a
+    rounding now and then: the runs agree within bf16's noise, not fp32's, and differ from fp32 by more."""
+    d, _ = runs
+    one, two, fp32 = d / "bf16_one" / "book", d / "bf16_two" / "book", d / "dist1" / "book"
+    assert [json.loads((r / "last" / "config.json").read_text())["train"]["precision"] for r in (one, two)] == ["bf16"] * 2
+    (a,), (b,), (c,) = (_history(r) for r in (one, two, fp32))
+    assert abs(a["train_loss"] - b["train_loss"]) < 1e-3 and abs(a["val_loss"] - b["val_loss"]) < 1e-3
+    assert a["train_loss"] != c["train_loss"]
+    assert _largest_difference(one, two, "weights.npz") < 1e-2
+    state = _arrays(two, "train_state.npz")
+    assert [x.shape for x in state] == [(4, 24), (4, 24), (4, 16), (4, 16)]  # every stream, from both replicas
+    for x, y in zip(_arrays(one, "train_state.npz"), state, strict=True):
+        np.testing.assert_allclose(y, x, atol=5e-2)
 
 
 # ------------------------------------------------------------------ multiworker
