@@ -143,7 +143,9 @@ def write_snapshot(run_dir: Path, snap_id: str, files: dict[str, str], arrays: d
                    point: tuple[str, ...] = ("last",)) -> Path:
     """Write a complete snapshot, then atomically point `last` (and `best`, if asked) at it."""
     snaps = run_dir / "snapshots"
-    snaps.mkdir(parents=True, exist_ok=True)
+    if not snaps.is_dir():
+        snaps.mkdir(parents=True, exist_ok=True)
+        fsync_path(run_dir)  # the folder's own name on disk before a link names anything in it
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{snap_id}-", dir=snaps))
     try:
         for name, text in files.items():
