@@ -4,11 +4,18 @@ The next token's distribution is a function of the top layer's h, so a state hol
 the Generator knows; an all-zero state means "start of text" (the start token is fed first).
 """
 
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import chargen
 from chargen.generate import Generator
+
+from conftest import ROOT
 
 SEED = "the state of each row carries on the stre"  # mid-word: what follows depends on it
 SAMPLING = {"greedy": dict(temperature=0), "t0.8 seed 7": dict(temperature=0.8, rng_seed=7)}
@@ -91,3 +98,23 @@ def test_an_all_zero_state_is_the_start_of_text(gen):
     assert gen.generate("", 40, temperature=0) == after_reset
     gen.reset()
     assert gen.generate("\n", 40, temperature=0) == after_reset  # the start token is a newline
+
+
+def test_the_command_line_continues_a_seed_as_a_restored_state_does(trained_run, tmp_path):
+    """`chargen sample --seed S` primes S and samples; a library Generator given the state S left
+    (through set_state, on another Generator) samples the same text with the same rng seed.
+    The checkpoint holds the context-sensitive weights used above."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run, symlinks=True)
+    weights = _random_weights(chargen.load(run, which="last").config)
+    np.savez((run / "last").resolve() / "weights.npz", **{f"a{i:04d}": w for i, w in enumerate(weights)})
+    args = ["--length", "50", "--temperature", "0.8", "--rng-seed", "7"]
+    r = subprocess.run([sys.executable, "-m", "chargen", "sample", "--checkpoint", str(run), "--which", "last",
+                        "--seed", SEED, *args], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    primed = chargen.load(run, which="last")
+    primed.prime(SEED)
+    restored = chargen.load(run, which="last")
+    restored.set_state(primed.state)
+    assert r.stdout == restored.generate("", 50, temperature=0.8, rng_seed=7) + "\n"
