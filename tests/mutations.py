@@ -195,7 +195,7 @@ def run_tests(copy: Path, tests: list[str]) -> tuple[int, list[str], str]:
     env.update(PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *tests], cwd=copy,
                        env=env, capture_output=True, text=True)
-    failed = [m[1] for m in re.finditer(r"^(?:FAILED|ERROR) (\S+)", r.stdout, re.M)]
+    failed = [m[1] for m in re.finditer(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", r.stdout, re.M)]
     return r.returncode, failed, (r.stdout + r.stderr)[-1500:]
 
 

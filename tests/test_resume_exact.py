@@ -66,7 +66,7 @@ def uninterrupted(book):
     return result, losses.seen
 
 
-@pytest.mark.parametrize("epoch, step", [(1, 1), (0, 37), (0, -1)], ids=["epoch start", "middle", "last step"])
+@pytest.mark.parametrize("epoch, step", [(1, 1), (0, 37), (0, -1)], ids=["epoch-start", "middle", "last-step"])
 def test_stopped_after_a_step_and_resumed_is_bit_for_bit_one_run(book, uninterrupted, tmp_path, epoch, step):
     whole, whole_losses = uninterrupted
     n = whole_losses[-1][1]  # steps per epoch
