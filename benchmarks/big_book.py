@@ -5,9 +5,9 @@
 
 Builds a text of about --mb megabytes in a temp dir (tinyshakespeare repeated, plus a few
 non-ASCII characters so the decode is not ASCII-only), then times read_text, building the
-vocabulary and encoding, and reports the peak resident memory of this process and the size of
-the id array. Laying out the streams is a reshape of that array (a view), so no per-window
-copies exist; the script checks that too.
+vocabulary, encoding and the book's fingerprint (kept for --resume), and reports the peak
+resident memory of this process and the size of the id array. Laying out the streams is a
+reshape of that array (a view), so no per-window copies exist; the script checks that too.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     import numpy as np
 
+    from chargen.checkpoint import book_fingerprint
     from chargen.corpus import read_text
     from chargen.streams import Streams, split
     from chargen.tokenizer import build_tokenizer
@@ -62,6 +63,9 @@ def main() -> None:
         t_encode = time.perf_counter() - t0
         n_chars = len(text)
         del text
+        t0 = time.perf_counter()
+        book_fingerprint(ids)  # what every snapshot keeps so that --resume can refuse another text
+        t_fingerprint = time.perf_counter() - t0
         tr, _ = split(ids, 0.1)
         s = Streams.from_ids(tr, 64, 128)
         view = np.shares_memory(s.batch(5)[0], ids)
@@ -70,6 +74,8 @@ def main() -> None:
           f"{len(ids):,} tokens")
     print(f"read_text {t_read:.2f} s   vocabulary {t_vocab:.2f} s   encode {t_encode:.2f} s   total {total:.2f} s "
           f"(target < 20 s: {total / 20:.2f} of it)")
+    print(f"fingerprint of the ids (token count + SHA-256) {t_fingerprint:.2f} s: {ids.nbytes / t_fingerprint / 1e9:.2f} GB/s, "
+          f"{t_fingerprint / t_encode:.2f} x the encode")
     print(f"peak RSS {peak_mb():.0f} MB (before reading: {start_rss:.0f} MB; target < 1,500 MB: "
           f"{peak_mb() / 1500:.2f} of it); ids: {ids.dtype}, {ids.nbytes / 1e6:.0f} MB; batches are views: {view}")
 

@@ -54,17 +54,31 @@ class Generator:
 
     @property
     def state(self) -> State:
-        """Per layer (h, c), numpy float32 arrays of shape (1, units); a copy."""
+        """Per layer (h, c), numpy float32 arrays of shape (1, units); a copy.
+
+        It is everything the Generator knows about the text so far: the next token's
+        distribution is a function of the top layer's h. So `set_state(s)` with an `s` taken
+        earlier (from this Generator or another with the same weights) continues exactly as
+        from where `s` was taken: the same text at temperature 0, the same draws with the same
+        rng_seed. An all-zero state means "start of text", as after reset(): nothing has been
+        read, so the start token (newline) is fed before the first token is chosen. (A state
+        that has read anything is never exactly zero.)
+        """
         return [(h.copy(), c.copy()) for h, c in self._state]
 
     def set_state(self, state: State) -> None:
-        """Replace the state; refuses the wrong layer count, shape, dtype or NaN with a StateError."""
-        self._state = check_state(state, state_shapes(self.config, 1))
-        self._logits = None
+        """Replace the state and continue from it; refuses the wrong layer count, shape, dtype or NaN with a StateError."""
+        self._take(check_state(state, state_shapes(self.config, 1)))
 
     def reset(self) -> None:
-        self._state = self.zero_state()
-        self._logits = None
+        """Back to the start of text: zero state, the start token fed before the next token."""
+        self._take(self.zero_state())
+
+    def _take(self, state: State) -> None:
+        """Adopt `state` and the next-token logits it implies (none at the start of text)."""
+        self._state = state
+        start = not any(h.any() or c.any() for h, c in state)
+        self._logits = None if start else self.stepper.lstm.logits(state[-1][0])[0]
 
     # ------------------------------------------------------------ feeding text
 
@@ -79,16 +93,17 @@ class Generator:
         if len(ids) == 0:
             return self._logits
         set_state(self.model, self._state)
-        logits = self.model(ids[None, :].astype(np.int32), training=False)
-        self._state = get_state(self.model)
-        self._logits = np.asarray(logits[0, -1], np.float32)
+        self.model(ids[None, :].astype(np.int32), training=False)
+        # The logits from the state, as set_state and every numpy step compute them: the same bits
+        # whichever way the state was reached.
+        self._take(get_state(self.model))
         return self._logits
 
     def _encode(self, text: str, unknown: str) -> np.ndarray:
         return self.tokenizer.encode(known_text(self.tokenizer, text, unknown, "seed")[0]).astype(np.int32)
 
     def next_logits(self) -> np.ndarray:
-        """Logits over the next token. From zero state with nothing primed, a newline token is fed first."""
+        """Logits over the next token. At the start of text (zero state) the start token (newline) is fed first."""
         if self._logits is None:
             logits, self._state = self.stepper.step(np.array([start_token(self.tokenizer)]), self._state)
             self._logits = logits[0]

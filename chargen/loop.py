@@ -125,6 +125,7 @@ class TrainingLoop:
         self.epoch, self.step, self.history, self.best = 0, 0, [], None
         self.partial = {"loss_sum": 0.0, "steps": 0, "seconds": 0.0}
         self.saved_at = None  # (epoch, step) of the snapshot `last` names
+        self.book: dict[str, Any] | None = None  # the training text's fingerprint (checkpoint.book_fingerprint)
         if snap is not None:
             self._restore(snap)
         self._train_step, self._eval_step = self._compile(tf)
@@ -271,7 +272,7 @@ class TrainingLoop:
 
     def _save(self, best: bool = False) -> None:
         progress = {"epoch": self.epoch, "step": self.step, "best_loss": self.best,
-                    "num_batches": self.streams.num_batches, "partial": self.partial}
+                    "num_batches": self.streams.num_batches, "partial": self.partial, "book": self.book}
         files = {"config.json": ckpt.config_json(self.mcfg, self.tcfg), "tokenizer.json": self.tokenizer.to_str(),
                  "progress.json": json.dumps(progress, indent=2) + "\n", "history.jsonl": ckpt.history_jsonl(self.history)}
         weights = self.model.get_weights()

@@ -88,7 +88,11 @@ class NumpyLSTM:
                 h, c = np.concatenate([o[0] for o in out], axis=1), np.concatenate([o[1] for o in out], axis=1)
             new_state.append((h, c))
             x = h
-        return x @ self.dense_kernel + self.dense_bias, new_state
+        return self.logits(x), new_state
+
+    def logits(self, top_h: np.ndarray) -> np.ndarray:
+        """The next-token logits (R, V) from the top layer's h (R, units): all a state needs to predict."""
+        return top_h @ self.dense_kernel + self.dense_bias
 
 
 def _cell(xh: np.ndarray, ids: np.ndarray | None, c: np.ndarray, part: Part) -> tuple[np.ndarray, np.ndarray]:

@@ -106,14 +106,18 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
     except VocabularyError as e:
         raise CorpusError(f"the text does not fit the checkpoint's vocabulary ({e}); train a new run instead") from None
     del text
-    train_ids, val_ids = split(ids, tcfg.val_fraction)
     unit = "characters" if tokenizer.kind == "char" else "tokens"
+    book = ckpt.book_fingerprint(ids)
+    if snap is not None:
+        _check_same_book(snap, book, unit)
+    train_ids, val_ids = split(ids, tcfg.val_fraction)
     train_streams = Streams.from_ids(train_ids, tcfg.batch_size, tcfg.seq_len, "training text", unit)
     val_streams = _val_streams(val_ids, tcfg, unit)
 
     ckpt.prepare_run_dir(run_dir, overwrite and not resume)
     loop = _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say, callbacks, engine)
     loop.resume_command = resume_command(corpus, named_dir)
+    loop.book = book
     return loop.run()
 
 
@@ -139,6 +143,20 @@ def _resume_configs(snap: ckpt.Snapshot, m_opts: dict, t_opts: dict) -> tuple[Mo
     if changes:
         tcfg = replace(tcfg, **changes).validate()
     return snap.model, tcfg
+
+
+def _check_same_book(snap: ckpt.Snapshot, book: dict[str, Any], unit: str) -> None:
+    """Refuse to resume on a text other than the run's (snapshots from before fingerprints were kept pass)."""
+    was = snap.progress.get("book")
+    if was is None or was == book:
+        return
+    if was["tokens"] != book["tokens"]:
+        differs = f"the run was trained on a text of {was['tokens']:,} {unit}, this one has {book['tokens']:,}"
+    else:
+        differs = f"this text has {book['tokens']:,} {unit}, as the run's did, but not the same ones"
+    raise CheckpointError(f"--resume with another text: {differs}. A resumed run continues on its own text: give "
+                          "that one again, or train a new run under another --name (fine-tuning on a new text "
+                          "is a separate option, --init-from, coming)")
 
 
 def _val_streams(val_ids: np.ndarray, tcfg: TrainConfig, unit: str = "characters") -> Streams | None:

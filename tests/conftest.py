@@ -2,11 +2,15 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-
+# Before numpy is imported: OpenBLAS reads these once, when it loads (set later they do nothing).
+# Tests run numpy's BLAS as the CLI does (chargen.cli.main): one thread unless chargen.cores asks
+# for two, and an idle worker that sleeps soon instead of spinning for ~0.1 s.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -9,16 +9,18 @@ from chargen.cores import PERIOD, SETTLE, TRIAL, Chooser, Stepper, step_threads
 from chargen.sampling import NumpyLSTM, run_in_turn
 
 
-def _weights(units, vocab=11, embed=6, seed=0):
+def _weights(units, vocab=11, embed=6, seed=0, lstm_scale=0.4, out_scale=1.0):
+    """Random NumpyLSTM weights: (embedding, [(kernel, recurrent, bias)], dense kernel, dense bias)."""
     rng = np.random.default_rng(seed)
     layers, inp = [], embed
     for u in units:
-        layers.append((rng.normal(0, 0.4, (inp, 4 * u)).astype(np.float32),
-                       rng.normal(0, 0.4, (u, 4 * u)).astype(np.float32),
-                       rng.normal(0, 0.4, 4 * u).astype(np.float32)))
+        layers.append((rng.normal(0, lstm_scale, (inp, 4 * u)).astype(np.float32),
+                       rng.normal(0, lstm_scale, (u, 4 * u)).astype(np.float32),
+                       rng.normal(0, lstm_scale, 4 * u).astype(np.float32)))
         inp = u
     return (rng.normal(0, 1, (vocab, embed)).astype(np.float32), layers,
-            rng.normal(0, 1, (units[-1], vocab)).astype(np.float32), rng.normal(0, 1, vocab).astype(np.float32))
+            rng.normal(0, out_scale, (units[-1], vocab)).astype(np.float32),
+            rng.normal(0, out_scale, vocab).astype(np.float32))
 
 
 def _reference_step(weights, ids, state):

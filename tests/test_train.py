@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import chargen
-from chargen import loop as loop_mod
 from chargen import trainer as train_mod
 from chargen.errors import CheckpointError, ConfigError
 from chargen.model import get_state
@@ -47,30 +46,6 @@ def _loop(tmp_path, small_text, **over):
     finally:
         train_mod._Loop = orig
     return captured["loop"]
-
-
-def test_state_reset_at_each_epoch_start_and_nowhere_else(tmp_path, small_text, monkeypatch):
-    calls = []
-    real_reset = loop_mod.reset_state
-    holder = {}
-
-    def spy(model):
-        loop = holder.get("loop")
-        calls.append((model is getattr(loop, "model", None), getattr(loop, "epoch", None), getattr(loop, "step", None)))
-        real_reset(model)
-
-    orig_init = train_mod._Loop.__init__
-
-    def init(self, *a, **k):
-        holder["loop"] = self
-        orig_init(self, *a, **k)
-
-    monkeypatch.setattr(loop_mod, "reset_state", spy)
-    monkeypatch.setattr(train_mod._Loop, "__init__", init)
-    _loop(tmp_path, small_text, epochs=3)
-    train_resets = [(e, s) for is_train, e, s in calls if is_train]
-    assert train_resets == [(0, 0), (1, 0), (2, 0)]  # once per epoch, at its first step
-    assert sum(1 for is_train, _, _ in calls if not is_train) == 3  # validation resets only its own model
 
 
 def test_validation_leaves_training_state_and_weights_untouched(tmp_path, small_text):
