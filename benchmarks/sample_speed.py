@@ -83,8 +83,8 @@ def main() -> None:
         t0 = time.perf_counter()
         int8 = Int8LSTM.from_weights(weights, cfg.units, cache=False)
         convert_s = time.perf_counter() - t0
-        ways["int8, 1 thread"] = lambda: Int8LSTM(int8.model, cfg.units, threads=1)
-        ways["int8, 2 threads"] = lambda: Int8LSTM(int8.model, cfg.units, threads=2)
+        ways["int8, 1 thread"] = lambda: Int8LSTM(int8.model, cfg.units, (int8.dense_kernel, int8.dense_bias), threads=1)
+        ways["int8, 2 threads"] = lambda: Int8LSTM(int8.model, cfg.units, (int8.dense_kernel, int8.dense_bias), threads=2)
     engines = {way: make() for way, make in ways.items()}
     if args.busy:
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])

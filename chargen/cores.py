@@ -154,6 +154,10 @@ class Stepper:
         self.many_rows = Chooser(two, adapt)  # two cores for several rows: halves on our threads, one BLAS thread each
         self._helper: _Helper | None = None
 
+    def logits(self, top_h: np.ndarray) -> np.ndarray:
+        """The next-token logits from the top layer's h, as this engine's steps compute them."""
+        return self.lstm.logits(top_h)
+
     def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """ids (R,) -> (logits (R, V), new state). Pure: the given state is not modified."""
         if len(ids) == 1:

@@ -78,7 +78,7 @@ class Generator:
         """Adopt `state` and the next-token logits it implies (none at the start of text)."""
         self._state = state
         start = not any(h.any() or c.any() for h, c in state)
-        self._logits = None if start else self.stepper.lstm.logits(state[-1][0])[0]
+        self._logits = None if start else self.stepper.logits(state[-1][0])[0]
 
     # ------------------------------------------------------------ feeding text
 

@@ -1,8 +1,10 @@
 """The int8 generation engine: the exported step with int8 weights, run by LiteRT (XNNPACK).
 
 It has the numpy engine's interface (chargen.sampling.NumpyLSTM, chargen.cores.Stepper):
-`step(ids (R,), state) -> (logits (R, V), new state)`, pure, any number of rows R, so the
-Generator (one stream and stream_many), evaluation and a server can take either engine.
+`step(ids (R,), state) -> (logits (R, V), new state)`, pure, any number of rows R, and
+`logits(top_h)`, so the Generator (one stream and stream_many), evaluation and a server can
+take either engine. The output layer runs in float32 numpy on the top layer's h, in `step` as
+in `logits`, so a state set by hand predicts exactly what the step that reached it predicted.
 
 What runs: chargen.exporting builds the single-step graph (the one `chargen export` writes),
 here with a free number of rows; TFLite's converter applies dynamic-range quantization (the
@@ -72,8 +74,10 @@ def weights_key(weights: Sequence[np.ndarray], units: Sequence[int]) -> str:
 class Int8LSTM:
     """Embedding -> LSTM layers -> Dense, one step for R rows, on int8 weights (see the module doc)."""
 
-    def __init__(self, model: bytes, units: Sequence[int], threads: int | None = None):
+    def __init__(self, model: bytes, units: Sequence[int], dense: tuple[np.ndarray, np.ndarray],
+                 threads: int | None = None):
         self.model, self.units = model, tuple(int(u) for u in units)
+        self.dense_kernel, self.dense_bias = (np.asarray(a, np.float32) for a in dense)
         self.threads = threads or int8_threads()
         self._runners: OrderedDict[int, object] = OrderedDict()
 
@@ -87,16 +91,17 @@ class Int8LSTM:
         from chargen.exporting import _numpy_stepper
 
         reference = _numpy_stepper(list(weights), len(units))
+        dense = (reference.dense_kernel, reference.dense_bias)
         folder = cache_dir() if cache is True else (Path(cache) if cache else None)
         path = folder / "int8" / f"{weights_key(weights, units)}.tflite" if folder else None
         if path is not None and path.is_file():
-            engine = cls(path.read_bytes(), units, threads)
+            engine = cls(path.read_bytes(), units, dense, threads)
             try:
                 engine.check(reference)
                 return engine
             except Exception:  # damaged or stale: convert again and replace it
                 pass
-        engine = cls(_convert(reference, tuple(units)), units, threads)
+        engine = cls(_convert(reference, tuple(units)), units, dense, threads)
         engine.check(reference)  # a fresh conversion that fails this is a bug: let it raise
         if path is not None:
             _save(path, engine.model)
@@ -109,7 +114,12 @@ class Int8LSTM:
         for i, (h, c) in enumerate(state):
             feed[f"h{i}"], feed[f"c{i}"] = np.asarray(h, np.float32), np.asarray(c, np.float32)
         out = self._runner(len(ids))(**feed)
-        return out["logits"], [(out[f"h{i}"], out[f"c{i}"]) for i in range(len(self.units))]
+        state = [(out[f"h{i}"], out[f"c{i}"]) for i in range(len(self.units))]
+        return self.logits(state[-1][0]), state
+
+    def logits(self, top_h: np.ndarray) -> np.ndarray:
+        """The next-token logits (R, V) from the top layer's h, in float32 (the same in `step`)."""
+        return top_h @ self.dense_kernel + self.dense_bias
 
     def _runner(self, rows: int):
         runner = self._runners.get(rows)

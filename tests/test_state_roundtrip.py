@@ -30,11 +30,18 @@ def _random_weights(cfg, seed=0):
     return [rng.normal(0, 0.7, shape).astype(np.float32) for shape in weight_shapes(cfg)]
 
 
-@pytest.fixture(scope="module")
-def make(trained_run):
+@pytest.fixture(scope="module", params=["fp32", "int8"])
+def make(trained_run, request, tmp_path_factory):
+    """Generators with the same random weights, on the exact engine and on the int8 one (logits from h in both)."""
     trained = chargen.load(trained_run.run_dir, which="last")
     weights = _random_weights(trained.config)
-    return lambda: Generator(trained.config, weights, trained.tokenizer)
+    cache = tmp_path_factory.mktemp("int8-cache")
+    saved, os.environ["CHARGEN_CACHE"] = os.environ.get("CHARGEN_CACHE"), str(cache)
+    yield lambda: Generator(trained.config, weights, trained.tokenizer, precision=request.param)
+    if saved is None:
+        os.environ.pop("CHARGEN_CACHE")
+    else:
+        os.environ["CHARGEN_CACHE"] = saved
 
 
 @pytest.fixture(scope="module")
