@@ -35,3 +35,7 @@ class TrainingDiverged(ChargenError):
 
 class ExportError(ChargenError):
     """An export cannot be written where asked (the folder exists, no permission, disk full)."""
+
+
+class RunLockedError(ChargenError):
+    """Another process is training this run (it holds RUN/train.lock); the message names it."""

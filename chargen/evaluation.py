@@ -31,12 +31,12 @@ import math
 import os
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from chargen import checkpoint as ckpt
+from chargen import memory
 from chargen.config import positive_int
 from chargen.corpus import read_text
 from chargen.errors import ConfigError, CorpusError
@@ -91,9 +91,9 @@ def evaluate(text_or_path: str | os.PathLike[str], checkpoint: str | os.PathLike
     `checkpoint`, `which`, `root` pick the snapshot as `chargen.load` does. `unknown="skip"`
     drops characters the vocabulary lacks instead of raising VocabularyError.
     """
-    _check_options(which, batch_size, seq_len, unknown)
+    check_options(which, batch_size, seq_len, unknown)
     text = read_text(text_or_path) if _is_path(text_or_path) else text_or_path
-    snap = ckpt.read_snapshot(ckpt.snapshot_dir(ckpt.resolve_run(checkpoint, Path(root)), which), with_training=False)
+    snap = ckpt.read_run_snapshot(ckpt.resolve_run(checkpoint, root), which)
     tokenizer = snap.tokenizer
     text, skipped = known_text(tokenizer, text, unknown)
     ids = tokenizer.encode(text)
@@ -147,6 +147,9 @@ class _StreamScorer:
         targets = len(ids) - 1
         # Fewer rows for a short text: each row should get at least one full step of context.
         self.rows = min(batch_size, max(1, targets // seq_len))
+        memory.check_fits(memory.evaluation_bytes(snap.model, self.rows, seq_len),
+                          f"scoring with {self.rows} stream{'s' * (self.rows != 1)} of --seq-len {seq_len}",
+                          "lower --seq-len or --batch-size")
         base, extra = divmod(targets, self.rows)
         self.lengths = np.full(self.rows, base, np.int64)
         self.lengths[:extra] += 1
@@ -212,7 +215,8 @@ def _is_path(source: Any) -> bool:
     return source == "-" or (word and (os.path.exists(source) or source.lower().endswith(".txt")))
 
 
-def _check_options(which: str, batch_size: int, seq_len: int, unknown: str) -> None:
+def check_options(which: str, batch_size: int, seq_len: int, unknown: str) -> None:
+    """ConfigError naming the flag for a bad --which, --batch-size, --seq-len or --unknown (no TensorFlow needed)."""
     ckpt.check_which(which)
     positive_int("batch_size", batch_size)
     positive_int("seq_len", seq_len)

@@ -18,12 +18,13 @@ from typing import Iterator
 import numpy as np
 
 from chargen import checkpoint as ckpt
+from chargen import memory
 from chargen.config import ModelConfig, SampleConfig
 from chargen.errors import ConfigError
 from chargen.model import State, build_model, check_state, get_state, set_state, state_shapes
 from chargen.cores import Stepper
 from chargen.sampling import NumpyLSTM, pick
-from chargen.tokenizer import Tokenizer, known_text, start_token
+from chargen.tokenizer import Tokenizer, check_unknown, known_text, start_token
 
 
 class Generator:
@@ -66,6 +67,8 @@ class Generator:
         is "error" (default) or "skip" for characters not in the vocabulary (with BPE: not in its
         alphabet, the characters of the book it was trained on).
         """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
         ids = self._encode(text, unknown)
         if len(ids) == 0:
             return self._logits
@@ -95,9 +98,12 @@ class Generator:
         BPE a piece is a token's text (" the", "ing", ":\n"), and generation stops with the token
         that reaches `length` characters, so the text can run over by a few characters (less
         than the longest token). The state moves on with the text: a later call continues from
-        where this one stopped.
+        where this one stopped. Arguments are checked when it is called, before any text is made.
         """
-        cfg = SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
+        cfg = _sample_config(seed, length, temperature, top_k, top_p, rng_seed, unknown)
+        return self._stream(seed, cfg, unknown)
+
+    def _stream(self, seed: str, cfg: SampleConfig, unknown: str) -> Iterator[str]:
         self.prime(seed, unknown)
         tokens = self.tokenizer.tokens
         for idx, _, logits, state in self._steps(self.next_logits()[None, :], self._state, cfg):
@@ -113,11 +119,17 @@ class Generator:
         BPE; a sample that already has `length` characters gets "" while others catch up). The seed is
         primed once and its state copied to every row; each step then costs little more than a
         single stream's (at batch 1 reading the weights is the bottleneck, not arithmetic). The
-        Generator's own state is left as it was.
+        Generator's own state is left as it was. Arguments, and that the rows fit in memory,
+        are checked when it is called.
         """
-        if not isinstance(num_samples, int) or num_samples < 1:
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
             raise ConfigError(f"--num-samples must be a positive integer, got {num_samples!r}")
-        cfg = SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
+        cfg = _sample_config(seed, length, temperature, top_k, top_p, rng_seed, unknown)
+        memory.check_fits(memory.sampling_bytes(self.config, num_samples, cfg.length),
+                          f"generating {num_samples:,} samples of --length {cfg.length:,} together", "lower --num-samples")
+        return self._stream_many(seed, num_samples, cfg, unknown)
+
+    def _stream_many(self, seed: str, num_samples: int, cfg: SampleConfig, unknown: str) -> Iterator[list[str]]:
         saved = self._state, self._logits
         try:
             self.prime(seed, unknown)
@@ -156,6 +168,15 @@ class Generator:
         return "".join(self.stream(seed, length, **kwargs))
 
 
+def _sample_config(seed: object, length: int, temperature: float, top_k: int, top_p: float, rng_seed: int | None,
+                   unknown: str) -> SampleConfig:
+    """The checked sampling options (TypeError for a seed that is not text, ConfigError for a bad option)."""
+    if not isinstance(seed, str):
+        raise TypeError(f"seed must be a str (\"\" for none), got {type(seed).__name__}")
+    check_unknown(unknown)
+    return SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
+
+
 def load(checkpoint: str | os.PathLike[str] | None = None, which: str = "best",
          root: str | os.PathLike[str] = "checkpoints") -> Generator:
     """A Generator from a run folder, a snapshot folder, or a run name under `root`.
@@ -164,6 +185,6 @@ def load(checkpoint: str | os.PathLike[str] | None = None, which: str = "best",
     or "last".
     """
     ckpt.check_which(which)
-    run = ckpt.resolve_run(checkpoint, Path(root))
-    snap = ckpt.read_snapshot(ckpt.snapshot_dir(run, which), with_training=False)
+    run = ckpt.resolve_run(checkpoint, root)
+    snap = ckpt.read_run_snapshot(run, which)
     return Generator(snap.model, snap.weights, snap.tokenizer, snap.path)
