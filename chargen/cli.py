@@ -1,4 +1,8 @@
-"""The command line. The only place that turns a ChargenError into a message and an exit code."""
+"""The command line. The only place that turns a ChargenError into a message and an exit code.
+
+Every failure a user can cause is one line on stderr and exit code 2, never a traceback: argparse's
+own errors too (`_Parser`), and options are checked before TensorFlow loads (it takes seconds).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,18 @@ from dataclasses import MISSING
 from typing import Any, Sequence
 
 from chargen._quiet import import_tensorflow_quietly, native_stderr_hidden
-from chargen.config import ModelConfig, SampleConfig, TrainConfig, cli_fields, parse_units
+from chargen.config import ModelConfig, SampleConfig, TrainConfig, cli_fields, parse_units, positive_int
 from chargen.config import flag as field_flag
-from chargen.errors import ChargenError
+from chargen.errors import ChargenError, ConfigError
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (the problem and where help is) and exit 2, not the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"chargen: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -29,7 +40,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="chargen", description="Character-level text generation with stateful LSTMs.")
+    p = _Parser(prog="chargen", description="Character-level text generation with stateful LSTMs.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="learn a whole book (a UTF-8 file, a folder of .txt files, or - for stdin)")
@@ -115,18 +126,22 @@ def _train_callbacks(args: argparse.Namespace) -> list:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    callbacks = _train_callbacks(args)  # bad flags fail at once, before TensorFlow or the book
-    import_tensorflow_quietly()
-    from chargen.trainer import TrainingInterrupted, train
+    from chargen.trainer import check_train_args
 
+    callbacks = _train_callbacks(args)  # bad flags fail at once, before TensorFlow or the book
     options = {**_given(args, ModelConfig), **_given(args, TrainConfig)}
     if args.units is not None or args.layers is not None:
         default_units = ModelConfig().units
-        options["units"] = parse_units(args.units or str(default_units[0]), args.layers)
+        options["units"] = parse_units(str(default_units[0]) if args.units is None else args.units, args.layers)
     progress = False if args.quiet else None
+    where = dict(name=args.name, root=args.root, resume=args.resume, overwrite=args.overwrite, progress=progress,
+                 callbacks=callbacks)
+    check_train_args(args.book, **where, **options)  # every check that needs neither TensorFlow nor the book
+    import_tensorflow_quietly()
+    from chargen.trainer import TrainingInterrupted, train
+
     try:
-        result = train(args.book, name=args.name, root=args.root, resume=args.resume, overwrite=args.overwrite,
-                       progress=progress, callbacks=callbacks, **options)
+        result = train(args.book, **where, **options)
     except TrainingInterrupted as e:
         print(f"chargen: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -137,11 +152,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from chargen.checkpoint import check_which, resolve_run
     from chargen.generate import load
 
     cfg = SampleConfig(**_given(args, SampleConfig)).validate()  # bad options fail before loading
+    positive_int("num_samples", args.num_samples)
+    check_which(args.which)
+    run = resolve_run(args.checkpoint, args.root)
     import_tensorflow_quietly()
-    gen = load(args.checkpoint, which=args.which, root=args.root)
+    gen = load(run, which=args.which, root=args.root)
+    _check_output_encoding(gen.tokenizer.tokens, args.seed)
     prefix = args.seed if args.echo else ""
     if args.num_samples != 1:
         return _sample_many(gen, args, cfg, prefix)
@@ -153,6 +173,33 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out.write("\n")
     out.flush()
     return 0
+
+
+def _check_output_encoding(tokens: list[str], seed: str) -> None:
+    """ConfigError, before any text is written, if stdout's encoding cannot write a character the model can
+    generate (or the seed): refused rather than replaced, so the output is never silently different."""
+    encoding = sys.stdout.encoding or "utf-8"
+    chars = set("".join(tokens)) | set(seed)
+    try:
+        "".join(sorted(chars)).encode(encoding)
+        return
+    except UnicodeEncodeError:
+        pass
+    except LookupError:
+        raise ConfigError(f"standard output's encoding {encoding!r} is unknown to Python; set PYTHONIOENCODING=utf-8") from None
+    bad = sorted(c for c in chars if not _encodes(c, encoding))
+    shown = ", ".join(repr(c) for c in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    raise ConfigError(f"standard output's encoding ({encoding}) cannot write {len(bad)} character"
+                      f"{'s' * (len(bad) != 1)} this model can generate ({shown}); set PYTHONIOENCODING=utf-8 "
+                      "(or use a UTF-8 locale, e.g. LANG=C.UTF-8)")
+
+
+def _encodes(char: str, encoding: str) -> bool:
+    try:
+        char.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, prefix: str) -> int:
@@ -184,6 +231,10 @@ def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, prefix: str) 
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from chargen.checkpoint import check_which, resolve_run
+
+    check_which(args.which)
+    resolve_run(args.checkpoint, args.root)  # a bad name or --root fails before TensorFlow loads
     import_tensorflow_quietly()
     from chargen.exporting import export
 
@@ -198,13 +249,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from chargen.evaluation import DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN, comparison_rows, evaluate
+    from chargen.checkpoint import resolve_run
+    from chargen.evaluation import DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN, check_options, comparison_rows, evaluate
 
+    options = dict(which=args.which, batch_size=DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size,
+                   seq_len=DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len, unknown=args.unknown)
+    check_options(**options)  # before TensorFlow loads
+    resolve_run(args.checkpoint, args.root)
     import_tensorflow_quietly()
-    result = evaluate(Path(args.book), args.checkpoint, which=args.which, root=args.root,
-                      batch_size=DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size,
-                      seq_len=DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len,
-                      unknown=args.unknown, progress=False if args.quiet else None)
+    result = evaluate(Path(args.book), args.checkpoint, root=args.root, progress=False if args.quiet else None,
+                      **options)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -273,3 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except (OSError, MemoryError) as e:  # the machine, not chargen: a disk, a permission, memory; say it in one line
+        what = "out of memory" if isinstance(e, MemoryError) else str(e)
+        print(f"chargen: error: {what}; check the paths, free space and memory, then try again", file=sys.stderr)
+        return EXIT_USAGE
