@@ -194,10 +194,10 @@ def _check_output_encoding(tokens: list[str], seed: str) -> None:
                       "(or use a UTF-8 locale, e.g. LANG=C.UTF-8)")
 
 
-def _encodes(char: str, encoding: str) -> bool:
+def _encodes(text: str, encoding: str) -> bool:
     try:
-        char.encode(encoding)
-    except UnicodeEncodeError:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
         return False
     return True
 
@@ -300,7 +300,12 @@ def cmd_history(args: argparse.Namespace) -> int:
         console.print(f"{run.name}: no epoch finished yet")
         return 0
     console.print(table(rows, title=f"{run.name}: {len(rows)} epoch{'s' * (len(rows) != 1)}", compact=console.width < 100))
-    console.print(chart_text(rows, width=max(10, min(CHART_WIDTH, console.width - 12))))
+    chart = chart_text(rows, width=max(10, min(CHART_WIDTH, console.width - 12)))
+    if not _encodes(chart.plain, sys.stdout.encoding or "utf-8"):  # e.g. PYTHONIOENCODING=latin-1: ASCII marks
+        from rich.text import Text
+
+        chart = Text(chart.plain.translate(str.maketrans("●○◉┤│└─", "*o@+|+-")))
+    console.print(chart)
     return 0
 
 

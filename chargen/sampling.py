@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 State = list[tuple[np.ndarray, np.ndarray]]
+# Below this temperature a float32 logit gap divided by it can overflow float64 (2 * 3.4e38 / 1.8e308).
+_MAY_OVERFLOW = 2 * float(np.finfo(np.float32).max) / float(np.finfo(np.float64).max)
 
 
 def _gate_columns(units: int, lo: int, hi: int) -> np.ndarray:
@@ -120,6 +122,13 @@ def pick(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: 
     """
     if temperature == 0:
         return np.argmax(logits, axis=-1)
+    if temperature < _MAY_OVERFLOW:  # (l - max) / T can reach -Inf: the right weight (0), without the warning
+        with np.errstate(over="ignore"):
+            return _pick(logits, temperature, top_k, top_p, rng)
+    return _pick(logits, temperature, top_k, top_p, rng)
+
+
+def _pick(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> np.ndarray:
     if top_k == 0 and top_p >= 1.0 and len(logits) == 1:  # one stream: 1-D calls cost less than 2-D ones
         z = logits[0].astype(np.float64)
         z -= z.max()
