@@ -39,7 +39,7 @@ from chargen import checkpoint as ckpt
 from chargen import memory
 from chargen.config import positive_int
 from chargen.corpus import read_text
-from chargen.errors import ConfigError, CorpusError
+from chargen.errors import CorpusError
 from chargen.tokenizer import check_unknown, known_text
 
 LN2 = math.log(2.0)
@@ -92,8 +92,10 @@ def evaluate(text_or_path: str | os.PathLike[str], checkpoint: str | os.PathLike
     drops characters the vocabulary lacks instead of raising VocabularyError.
     """
     check_options(which, batch_size, seq_len, unknown)
-    text = read_text(text_or_path) if _is_path(text_or_path) else text_or_path
-    snap = ckpt.read_run_snapshot(ckpt.resolve_run(checkpoint, root), which)
+    is_path = _is_path(text_or_path)
+    run = ckpt.resolve_run(checkpoint, root)  # before the text is read: a wrong name fails at once
+    text = read_text(text_or_path) if is_path else text_or_path
+    snap = ckpt.read_run_snapshot(run, which)
     tokenizer = snap.tokenizer
     text, skipped = known_text(tokenizer, text, unknown)
     ids = tokenizer.encode(text)
@@ -210,7 +212,7 @@ def _is_path(source: Any) -> bool:
     if isinstance(source, os.PathLike):
         return True
     if not isinstance(source, str):
-        raise ConfigError(f"evaluate() takes a text or a path, got {type(source).__name__}")
+        raise TypeError(f"text_or_path must be a text (str) or a path (os.PathLike), got {type(source).__name__}")
     word = len(source) < 4096 and not any(ch.isspace() for ch in source)
     return source == "-" or (word and (os.path.exists(source) or source.lower().endswith(".txt")))
 
