@@ -152,13 +152,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from chargen.checkpoint import check_which, resolve_run
-    from chargen.generate import load
+    from chargen.checkpoint import check_which, read_config, resolve_run, snapshot_dir
+    from chargen.generate import check_sampling_fits, load
 
     cfg = SampleConfig(**_given(args, SampleConfig)).validate()  # bad options fail before loading
     positive_int("num_samples", args.num_samples)
     check_which(args.which)
     run = resolve_run(args.checkpoint, args.root)
+    if args.num_samples > 1:  # rows that could not fit are refused before TensorFlow loads
+        check_sampling_fits(read_config(snapshot_dir(run, args.which) / "config.json")[0], args.num_samples, cfg.length)
     import_tensorflow_quietly()
     gen = load(run, which=args.which, root=args.root)
     _check_output_encoding(gen.tokenizer.tokens, args.seed)
@@ -180,13 +182,8 @@ def _check_output_encoding(tokens: list[str], seed: str) -> None:
     generate (or the seed): refused rather than replaced, so the output is never silently different."""
     encoding = sys.stdout.encoding or "utf-8"
     chars = set("".join(tokens)) | set(seed)
-    try:
-        "".join(sorted(chars)).encode(encoding)
+    if _encodes("".join(chars), encoding):
         return
-    except UnicodeEncodeError:
-        pass
-    except LookupError:
-        raise ConfigError(f"standard output's encoding {encoding!r} is unknown to Python; set PYTHONIOENCODING=utf-8") from None
     bad = sorted(c for c in chars if not _encodes(c, encoding))
     shown = ", ".join(repr(c) for c in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
     raise ConfigError(f"standard output's encoding ({encoding}) cannot write {len(bad)} character"
@@ -249,13 +246,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from chargen.checkpoint import resolve_run
-    from chargen.evaluation import DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN, check_options, comparison_rows, evaluate
+    from chargen.checkpoint import read_config, resolve_run, snapshot_dir
+    from chargen.evaluation import (DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN, check_options, check_scoring_fits,
+                                    comparison_rows, evaluate)
 
     options = dict(which=args.which, batch_size=DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size,
                    seq_len=DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len, unknown=args.unknown)
     check_options(**options)  # before TensorFlow loads
-    resolve_run(args.checkpoint, args.root)
+    run = resolve_run(args.checkpoint, args.root)
+    check_scoring_fits(read_config(snapshot_dir(run, args.which) / "config.json")[0], 1, options["seq_len"])  # 1 row at least
     import_tensorflow_quietly()
     result = evaluate(Path(args.book), args.checkpoint, root=args.root, progress=False if args.quiet else None,
                       **options)

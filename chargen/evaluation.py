@@ -37,7 +37,7 @@ import numpy as np
 
 from chargen import checkpoint as ckpt
 from chargen import memory
-from chargen.config import positive_int
+from chargen.config import ModelConfig, positive_int
 from chargen.corpus import read_text
 from chargen.errors import CorpusError
 from chargen.tokenizer import check_unknown, known_text
@@ -149,9 +149,7 @@ class _StreamScorer:
         targets = len(ids) - 1
         # Fewer rows for a short text: each row should get at least one full step of context.
         self.rows = min(batch_size, max(1, targets // seq_len))
-        memory.check_fits(memory.evaluation_bytes(snap.model, self.rows, seq_len),
-                          f"scoring with {self.rows} stream{'s' * (self.rows != 1)} of --seq-len {seq_len}",
-                          "lower --seq-len or --batch-size")
+        check_scoring_fits(snap.model, self.rows, seq_len)
         base, extra = divmod(targets, self.rows)
         self.lengths = np.full(self.rows, base, np.int64)
         self.lengths[:extra] += 1
@@ -215,6 +213,12 @@ def _is_path(source: Any) -> bool:
         raise TypeError(f"text_or_path must be a text (str) or a path (os.PathLike), got {type(source).__name__}")
     word = len(source) < 4096 and not any(ch.isspace() for ch in source)
     return source == "-" or (word and (os.path.exists(source) or source.lower().endswith(".txt")))
+
+
+def check_scoring_fits(cfg: ModelConfig, rows: int, seq_len: int) -> None:
+    """ConfigError unless scoring `rows` streams of `seq_len` steps could fit in the memory available now."""
+    memory.check_fits(memory.evaluation_bytes(cfg, rows, seq_len),
+                      f"scoring with {rows} stream{'s' * (rows != 1)} of --seq-len {seq_len}", "lower --seq-len or --batch-size")
 
 
 def check_options(which: str, batch_size: int, seq_len: int, unknown: str) -> None:

@@ -125,8 +125,7 @@ class Generator:
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
             raise ConfigError(f"--num-samples must be a positive integer, got {num_samples!r}")
         cfg = _sample_config(seed, length, temperature, top_k, top_p, rng_seed, unknown)
-        memory.check_fits(memory.sampling_bytes(self.config, num_samples, cfg.length),
-                          f"generating {num_samples:,} samples of --length {cfg.length:,} together", "lower --num-samples")
+        check_sampling_fits(self.config, num_samples, cfg.length)
         return self._stream_many(seed, num_samples, cfg, unknown)
 
     def _stream_many(self, seed: str, num_samples: int, cfg: SampleConfig, unknown: str) -> Iterator[list[str]]:
@@ -166,6 +165,12 @@ class Generator:
 
     def generate(self, seed: str = "", length: int = 500, **kwargs) -> str:
         return "".join(self.stream(seed, length, **kwargs))
+
+
+def check_sampling_fits(cfg: ModelConfig, num_samples: int, length: int) -> None:
+    """ConfigError unless `num_samples` rows of `length` characters could fit in the memory available now."""
+    memory.check_fits(memory.sampling_bytes(cfg, num_samples, length),
+                      f"generating {num_samples:,} samples of --length {length:,} together", "lower --num-samples")
 
 
 def _sample_config(seed: object, length: int, temperature: float, top_k: int, top_p: float, rng_seed: int | None,

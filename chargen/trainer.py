@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections import abc
 import shlex
 import sys
+from collections import abc
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -75,7 +75,7 @@ def check_train_args(corpus: Any, *, name: Any = None, root: Any = "checkpoints"
     for the memory there is), CorpusError for a book path that does not exist, CheckpointError
     for a run folder that cannot be written.
     """
-    if not (isinstance(corpus, (str, os.PathLike))):
+    if not isinstance(corpus, (str, os.PathLike)):
         raise TypeError(f"corpus must be a path (str or os.PathLike) or '-' for stdin, got {type(corpus).__name__}")
     if not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a folder (str or os.PathLike), got {type(root).__name__}")

@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import struct
 import subprocess
 import sys
@@ -42,12 +43,22 @@ def _sample(cwd):
     return r.stdout
 
 
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory, small_text):
+    """A 2-epoch run and the text it samples, made once; each test gets a copy (old_run)."""
+    d = tmp_path_factory.mktemp("old")
+    book = _book(d, small_text)
+    chargen.train(book, root=d / "ck", epochs=2, seed=1, progress=False, **TINY)
+    return d, _sample(d)
+
+
 @pytest.fixture()
-def old_run(tmp_path, small_text):
-    book = _book(tmp_path, small_text)
-    chargen.train(book, root=tmp_path / "ck", epochs=2, seed=1, progress=False, **TINY)
+def old_run(tmp_path, trained_once):
+    source, text = trained_once
+    shutil.copytree(source / "ck", tmp_path / "ck", symlinks=True)
+    shutil.copy(source / "book.txt", tmp_path / "book.txt")
     run = tmp_path / "ck" / "book"
-    return run, _tree(run), _sample(tmp_path)
+    return run, _tree(run), text
 
 
 def test_an_overwrite_that_diverges_leaves_the_old_run_unchanged(tmp_path, old_run):
