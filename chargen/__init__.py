@@ -1,13 +1,13 @@
 """chargen: character-level text generation with stateful LSTMs on TensorFlow/Keras 3."""
 
 from chargen.config import ModelConfig, SampleConfig, TrainConfig
-from chargen.errors import (ChargenError, CheckpointError, ConfigError, CorpusError, StateError,
+from chargen.errors import (ChargenError, CheckpointError, ConfigError, CorpusError, RunLockedError, StateError,
                             VocabularyError)
 
 __version__ = "0.1.0"
 
 __all__ = ["train", "load", "Generator", "ModelConfig", "TrainConfig", "SampleConfig", "ChargenError",
-           "ConfigError", "CorpusError", "CheckpointError", "StateError", "VocabularyError", "TrainResult",
+           "ConfigError", "CorpusError", "CheckpointError", "StateError", "VocabularyError", "RunLockedError", "TrainResult",
            "TrainingInterrupted", "TrainingDiverged", "EpochEnd", "StepEnd", "read_text", "CharTokenizer", "BpeTokenizer",
            "Streams", "export",
            "ExportError", "evaluate", "EvalResult", "history", "TensorBoard", "SampleEvery"]

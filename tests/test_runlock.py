@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import chargen
 from chargen import runlock
 from chargen.errors import RunLockedError
 from chargen.runlock import LOCK_FILE, RunLock
@@ -52,7 +53,7 @@ def test_the_lock_in_one_process(tmp_path):
     run = tmp_path / "root" / "deeper" / "run"
     with RunLock(run):
         assert json.loads((run / LOCK_FILE).read_text())["pid"] == os.getpid()
-        with pytest.raises(RunLockedError, match=f"being trained by process {os.getpid()}"):
+        with pytest.raises(chargen.RunLockedError, match=f"being trained by process {os.getpid()}"):
             RunLock(run).acquire()  # flock locks an open file: a second open is refused, even here
         with pytest.raises(RunLockedError):
             runlock.refuse_if_locked(run)
