@@ -2,7 +2,8 @@
 
 from chargen.config import ModelConfig, SampleConfig, TrainConfig
 from chargen.errors import (ChargenError, CheckpointError, ConfigError, CorpusError, ExportError, MissingExtra,
-                            StateError, TensorBoardError, TrainingDiverged, TrainingInterrupted, VocabularyError)
+                            RunLockedError, StateError, TensorBoardError, TrainingDiverged, TrainingInterrupted,
+                            VocabularyError)
 
 __version__ = "0.1.0"
 
@@ -11,7 +12,8 @@ __all__ = ["train", "load", "Generator", "ModelConfig", "TrainConfig", "SampleCo
            "history", "TensorBoard", "SampleEvery",
            # every error chargen raises (chargen/errors.py), so `except chargen.TensorBoardError` works
            "ChargenError", "ConfigError", "CorpusError", "CheckpointError", "StateError", "VocabularyError",
-           "TrainingInterrupted", "TrainingDiverged", "ExportError", "TensorBoardError", "MissingExtra"]
+           "TrainingInterrupted", "TrainingDiverged", "ExportError", "TensorBoardError", "MissingExtra",
+           "RunLockedError"]
 
 
 def __getattr__(name: str):

@@ -1,4 +1,8 @@
-"""The command line. The only place that turns a ChargenError into a message and an exit code."""
+"""The command line. The only place that turns a ChargenError into a message and an exit code.
+
+Every failure a user can cause is one line on stderr and exit code 2, never a traceback: argparse's
+own errors too (`_Parser`), and options are checked before TensorFlow loads (it takes seconds).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,18 @@ from typing import Any, Sequence
 
 from chargen import __version__
 from chargen._quiet import import_tensorflow_quietly, native_stderr_hidden
-from chargen.config import ModelConfig, SampleConfig, ServeConfig, TrainConfig, cli_fields, parse_units
+from chargen.config import ModelConfig, SampleConfig, ServeConfig, TrainConfig, cli_fields, parse_units, positive_int
 from chargen.config import flag as field_flag
-from chargen.errors import ChargenError
+from chargen.errors import ChargenError, ConfigError
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (the problem and where help is) and exit 2, not the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"chargen: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -33,7 +44,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="chargen", description="Character-level text generation with stateful LSTMs.")
+    p = _Parser(prog="chargen", description="Character-level text generation with stateful LSTMs.")
     p.add_argument("--version", action="version", version=f"chargen {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -168,18 +179,22 @@ def _train_callbacks(args: argparse.Namespace) -> list:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    callbacks = _train_callbacks(args)  # bad flags fail at once, before TensorFlow or the book
-    import_tensorflow_quietly()
-    from chargen.trainer import TrainingInterrupted, train
+    from chargen.trainer import check_train_args
 
+    callbacks = _train_callbacks(args)  # bad flags fail at once, before TensorFlow or the book
     options = {**_given(args, ModelConfig), **_given(args, TrainConfig)}
     if args.units is not None or args.layers is not None:
         default_units = ModelConfig().units
-        options["units"] = parse_units(args.units or str(default_units[0]), args.layers)
+        options["units"] = parse_units(str(default_units[0]) if args.units is None else args.units, args.layers)
     progress = False if args.quiet else None
+    where = dict(name=args.name, root=args.root, resume=args.resume, overwrite=args.overwrite, progress=progress,
+                 callbacks=callbacks)
+    check_train_args(args.book, **where, **options)  # every check that needs neither TensorFlow nor the book
+    import_tensorflow_quietly()
+    from chargen.trainer import TrainingInterrupted, train
+
     try:
-        result = train(args.book, name=args.name, root=args.root, resume=args.resume, overwrite=args.overwrite,
-                       progress=progress, callbacks=callbacks, **options)
+        result = train(args.book, **where, **options)
     except TrainingInterrupted as e:
         print(f"chargen: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -200,18 +215,25 @@ def sample_command(run_dir) -> str:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from chargen.checkpoint import check_which, read_config, resolve_run, snapshot_dir
     from chargen.corpus import read_seed
-    from chargen.generate import load
+    from chargen.generate import check_sampling_fits, load
     from chargen.stops import check_stops, unescape
 
     cfg = SampleConfig(**_given(args, SampleConfig)).validate()  # bad options fail before loading
+    positive_int("num_samples", args.num_samples)
+    check_which(args.which)
     if args.seed_file is not None:
         seed = read_seed(args.seed_file, "--seed-file")
     else:
         seed = read_seed("-", "--seed -") if args.seed == "-" else args.seed
     stop = check_stops([unescape(s) for s in args.stop or []])
+    run = resolve_run(args.checkpoint, args.root)
+    if args.num_samples > 1:  # rows that could not fit are refused before TensorFlow loads
+        check_sampling_fits(read_config(snapshot_dir(run, args.which) / "config.json")[0], args.num_samples, cfg.length)
     import_tensorflow_quietly()
-    gen = load(args.checkpoint, which=args.which, root=args.root, precision=args.precision)
+    gen = load(run, which=args.which, root=args.root, precision=args.precision)
+    _check_output_encoding(gen.tokenizer.tokens, seed)
     if args.json or args.num_samples != 1:
         return _sample_many(gen, args, cfg, seed, stop)
     out = sys.stdout
@@ -223,6 +245,28 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out.write("\n")
     out.flush()
     return 0
+
+
+def _check_output_encoding(tokens: list[str], seed: str) -> None:
+    """ConfigError, before any text is written, if stdout's encoding cannot write a character the model can
+    generate (or the seed): refused rather than replaced, so the output is never silently different."""
+    encoding = sys.stdout.encoding or "utf-8"
+    chars = set("".join(tokens)) | set(seed)
+    if _encodes("".join(chars), encoding):
+        return
+    bad = sorted(c for c in chars if not _encodes(c, encoding))
+    shown = ", ".join(repr(c) for c in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    raise ConfigError(f"standard output's encoding ({encoding}) cannot write {len(bad)} character"
+                      f"{'s' * (len(bad) != 1)} this model can generate ({shown}); set PYTHONIOENCODING=utf-8 "
+                      "(or use a UTF-8 locale, e.g. LANG=C.UTF-8)")
+
+
+def _encodes(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, seed: str, stop: tuple[str, ...]) -> int:
@@ -261,6 +305,10 @@ def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, seed: str, st
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from chargen.checkpoint import check_which, resolve_run
+
+    check_which(args.which)
+    resolve_run(args.checkpoint, args.root)  # a bad name or --root fails before TensorFlow loads
     if args.format != "web":  # the web format is plain arrays and files: no TensorFlow to wait for
         import_tensorflow_quietly()
     from chargen.exporting import export
@@ -276,13 +324,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from chargen.evaluation import DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN, comparison_rows, evaluate
+    from chargen.checkpoint import read_config, resolve_run, snapshot_dir
+    from chargen.evaluation import (DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN, check_options, check_scoring_fits,
+                                    comparison_rows, evaluate)
 
+    options = dict(which=args.which, batch_size=DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size,
+                   seq_len=DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len, unknown=args.unknown)
+    check_options(**options)  # before TensorFlow loads
+    run = resolve_run(args.checkpoint, args.root)
+    check_scoring_fits(read_config(snapshot_dir(run, args.which) / "config.json")[0], 1, options["seq_len"])  # 1 row at least
     import_tensorflow_quietly()
-    result = evaluate(Path(args.book), args.checkpoint, which=args.which, root=args.root,
-                      batch_size=DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size,
-                      seq_len=DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len,
-                      unknown=args.unknown, progress=False if args.quiet else None, precision=args.precision)
+    result = evaluate(Path(args.book), args.checkpoint, root=args.root, progress=False if args.quiet else None,
+                      precision=args.precision, **options)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -336,7 +389,12 @@ def cmd_history(args: argparse.Namespace) -> int:
         console.print(f"{run.name}: no epoch finished yet")
         return 0
     console.print(table(rows, title=f"{run.name}: {len(rows)} epoch{'s' * (len(rows) != 1)}", compact=console.width < 100))
-    console.print(chart_text(rows, width=max(10, min(CHART_WIDTH, console.width - 12))))
+    chart = chart_text(rows, width=max(10, min(CHART_WIDTH, console.width - 12)))
+    if not _encodes(chart.plain, sys.stdout.encoding or "utf-8"):  # e.g. PYTHONIOENCODING=latin-1: ASCII marks
+        from rich.text import Text
+
+        chart = Text(chart.plain.translate(str.maketrans("●○◉┤│└─", "*o@+|+-")))
+    console.print(chart)
     return 0
 
 
@@ -363,3 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except (OSError, MemoryError) as e:  # the machine, not chargen: a disk, a permission, memory; say it in one line
+        what = "out of memory" if isinstance(e, MemoryError) else str(e)
+        print(f"chargen: error: {what}; check the paths, free space and memory, then try again", file=sys.stderr)
+        return EXIT_USAGE

@@ -19,6 +19,10 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
+# Hugging Face's BPE trainer reserves room for the whole vocabulary up front and aborts the process when it
+# cannot (1e9 tokens did, on 24 GiB); 2**20 is far past any useful vocabulary for an LSTM's dense layer.
+MAX_BPE_VOCAB = 2**20
+
 # Fields whose command-line flag is not their own name (ModelConfig.vocab_size is set from the text).
 FLAG_NAMES = {"bpe_vocab": "vocab_size"}
 
@@ -118,8 +122,9 @@ class TrainConfig:
             if self.tokenizer != "bpe":
                 raise ConfigError(f"{flag('bpe_vocab')} {self.bpe_vocab!r} is for --tokenizer bpe (a char vocabulary is the "
                                   f"book's characters); add --tokenizer bpe or drop {flag('bpe_vocab')}")
-            _require(isinstance(self.bpe_vocab, int) and not isinstance(self.bpe_vocab, bool) and self.bpe_vocab >= 2,
-                     "bpe_vocab", self.bpe_vocab, "an integer >= 2 (the book's distinct characters + 1 at least)")
+            _require(isinstance(self.bpe_vocab, int) and not isinstance(self.bpe_vocab, bool)
+                     and 2 <= self.bpe_vocab <= MAX_BPE_VOCAB, "bpe_vocab", self.bpe_vocab,
+                     f"an integer from 2 (the book's distinct characters + 1 at least) to {MAX_BPE_VOCAB:,}")
         return self
 
 

@@ -18,9 +18,8 @@ def read_text(path: str | os.PathLike[str]) -> str:
     if str(path) == "-":
         text = _decode(sys.stdin.buffer.read(), "standard input")
         return _check_not_blank(text, "standard input (the pipe gave 0 bytes or only whitespace)")
+    check_source(path)
     p = Path(path)
-    if not p.exists():
-        raise CorpusError(f"{p}: no such file or folder; give the path of a UTF-8 text file or a folder of .txt files")
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() == ".txt")
         if not files:
@@ -29,6 +28,14 @@ def read_text(path: str | os.PathLike[str]) -> str:
     else:
         text = _read_file(p)
     return _check_not_blank(text, str(p))
+
+
+def check_source(path: str | os.PathLike[str]) -> None:
+    """CorpusError unless `path` is "-" or names an existing file or folder (a cheap check, before the slow read)."""
+    if str(path) == "-":
+        return
+    if not os.path.exists(path):
+        raise CorpusError(f"{path}: no such file or folder; give the path of a UTF-8 text file or a folder of .txt files")
 
 
 def read_seed(source: str | os.PathLike[str], label: str = "seed") -> str:

@@ -33,7 +33,7 @@ def history(name: str | os.PathLike[str] | None = None, root: str | os.PathLike[
     train_bpc and val_bpc (bits per character), chars_per_sec, seconds, lr. An empty list means no
     epoch has finished yet.
     """
-    return run_history(ckpt.resolve_run(name, Path(root)))
+    return run_history(ckpt.resolve_run(name, root))
 
 
 def run_history(run: Path) -> list[dict[str, Any]]:

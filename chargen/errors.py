@@ -43,3 +43,7 @@ class TensorBoardError(ChargenError):
 
 class MissingExtra(ChargenError):
     """An optional part of chargen is used without the packages of its extra (e.g. `chargen serve` without [serve])."""
+
+
+class RunLockedError(ChargenError):
+    """Another process is training this run (it holds RUN/train.lock); the message names it."""

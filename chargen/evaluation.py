@@ -34,15 +34,15 @@ import math
 import os
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from chargen import checkpoint as ckpt
-from chargen.config import positive_int
+from chargen import memory
+from chargen.config import ModelConfig, positive_int
 from chargen.corpus import read_text
-from chargen.errors import ConfigError, CorpusError
+from chargen.errors import CorpusError
 from chargen.precision import generation_precision
 from chargen.tokenizer import check_unknown, known_text
 
@@ -97,10 +97,12 @@ def evaluate(text_or_path: str | os.PathLike[str], checkpoint: str | os.PathLike
     drops characters the vocabulary lacks instead of raising VocabularyError. `precision`: "fp32"
     (the Keras model) or "int8" (the int8 generation engine, chargen/quantized.py).
     """
-    _check_options(which, batch_size, seq_len, unknown)
+    check_options(which, batch_size, seq_len, unknown)
     generation_precision(precision)
-    text = read_text(text_or_path) if _is_path(text_or_path) else text_or_path
-    snap = ckpt.read_snapshot(ckpt.snapshot_dir(ckpt.resolve_run(checkpoint, Path(root)), which), with_training=False)
+    is_path = _is_path(text_or_path)
+    run = ckpt.resolve_run(checkpoint, root)  # before the text is read: a wrong name fails at once
+    text = read_text(text_or_path) if is_path else text_or_path
+    snap = ckpt.read_run_snapshot(run, which)
     tokenizer = snap.tokenizer
     text, skipped = known_text(tokenizer, text, unknown)
     ids = tokenizer.encode(text)
@@ -155,6 +157,7 @@ class _StreamScorer:
         targets = len(ids) - 1
         # Fewer rows for a short text: each row should get at least one full step of context.
         self.rows = min(batch_size, max(1, targets // seq_len))
+        check_scoring_fits(snap.model, self.rows, seq_len)
         base, extra = divmod(targets, self.rows)
         self.lengths = np.full(self.rows, base, np.int64)
         self.lengths[:extra] += 1
@@ -242,12 +245,19 @@ def _is_path(source: Any) -> bool:
     if isinstance(source, os.PathLike):
         return True
     if not isinstance(source, str):
-        raise ConfigError(f"evaluate() takes a text or a path, got {type(source).__name__}")
+        raise TypeError(f"text_or_path must be a text (str) or a path (os.PathLike), got {type(source).__name__}")
     word = len(source) < 4096 and not any(ch.isspace() for ch in source)
     return source == "-" or (word and (os.path.exists(source) or source.lower().endswith(".txt")))
 
 
-def _check_options(which: str, batch_size: int, seq_len: int, unknown: str) -> None:
+def check_scoring_fits(cfg: ModelConfig, rows: int, seq_len: int) -> None:
+    """ConfigError unless scoring `rows` streams of `seq_len` steps could fit in the memory available now."""
+    memory.check_fits(memory.evaluation_bytes(cfg, rows, seq_len),
+                      f"scoring with {rows} stream{'s' * (rows != 1)} of --seq-len {seq_len}", "lower --seq-len or --batch-size")
+
+
+def check_options(which: str, batch_size: int, seq_len: int, unknown: str) -> None:
+    """ConfigError naming the flag for a bad --which, --batch-size, --seq-len or --unknown (no TensorFlow needed)."""
     ckpt.check_which(which)
     positive_int("batch_size", batch_size)
     positive_int("seq_len", seq_len)

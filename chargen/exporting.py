@@ -38,6 +38,7 @@ import numpy as np
 
 from chargen import checkpoint as ckpt
 from chargen.errors import ConfigError, ExportError
+from chargen.paths import check_path, folder_mode
 from chargen.sampling import NumpyLSTM
 from chargen.tokenizer import start_token
 
@@ -73,17 +74,21 @@ def export(checkpoint: str | os.PathLike[str] | None = None, out: str | os.PathL
     if format not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(map(repr, FORMATS))}, got {format!r}")
     ckpt.check_which(which)
-    run = ckpt.resolve_run(checkpoint, Path(root))
-    snap = ckpt.read_snapshot(ckpt.snapshot_dir(run, which), with_training=False)
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a folder (str or os.PathLike) or None, got {type(out).__name__}")
+    run = ckpt.resolve_run(checkpoint, root)
+    snap = ckpt.read_run_snapshot(run, which)
     out = Path(out) if out is not None else default_out(run, format)
+    check_path(out, "--out")
     _check_out(out, overwrite)  # before the slow part: refuse early, create nothing
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        os.chmod(tmp, folder_mode())  # mkdtemp made it 0o700: readable by whoever can read the user's files
     except OSError as e:
         raise ExportError(f"cannot create {out}: {e.strerror or e}; choose another --out") from None
     try:
-        shutil.copyfile(snap.path / "tokenizer.json", tmp / "tokenizer.json")
+        (tmp / "tokenizer.json").write_bytes(snap.tokenizer_bytes)  # as read: the run may be pruned meanwhile
         if format == "web":  # no TensorFlow: a page, its engine and the arrays (checked when read back)
             from chargen import export_web
 

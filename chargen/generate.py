@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from chargen import checkpoint as ckpt
+from chargen import memory
 from chargen.config import ModelConfig, SampleConfig
 from chargen.errors import ConfigError
 from chargen.model import State, build_model, check_state, get_state, set_state, state_shapes
@@ -28,7 +29,7 @@ from chargen.precision import generation_precision
 from chargen.quantized import Int8LSTM
 from chargen.sampling import NumpyLSTM, pick
 from chargen.stops import StopStrings
-from chargen.tokenizer import Tokenizer, known_text, start_token
+from chargen.tokenizer import Tokenizer, check_unknown, known_text, start_token
 
 
 class Generator:
@@ -89,6 +90,8 @@ class Generator:
         is "error" (default) or "skip" for characters not in the vocabulary (with BPE: not in its
         alphabet, the characters of the book it was trained on).
         """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
         ids = self._encode(text, unknown)
         if len(ids) == 0:
             return self._logits
@@ -121,10 +124,13 @@ class Generator:
         that reaches `length` characters, so the text can run over by a few characters (less
         than the longest token). The state moves on with the text: a later call continues from
         where this one stopped. `stop` strings end it early, with the token that completes one,
-        which is yielded (chargen.stops).
+        which is yielded (chargen.stops). Arguments are checked when it is called, before any
+        text is made.
         """
-        cfg = SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
-        stops = StopStrings(stop)
+        cfg = _sample_config(seed, length, temperature, top_k, top_p, rng_seed, unknown)
+        return self._stream(seed, cfg, unknown, StopStrings(stop))
+
+    def _stream(self, seed: str, cfg: SampleConfig, unknown: str, stops: StopStrings) -> Iterator[str]:
         self.prime(seed, unknown)
         tokens = self.tokenizer.tokens
         for idx, _, logits, state in self._steps(self.next_logits()[None, :], self._state, cfg):
@@ -144,12 +150,18 @@ class Generator:
         others catch up; when every sample has stopped, so does this). The seed is
         primed once and its state copied to every row; each step then costs little more than a
         single stream's (at batch 1 reading the weights is the bottleneck, not arithmetic). The
-        Generator's own state is left as it was.
+        Generator's own state is left as it was. Arguments, and that the rows fit in memory,
+        are checked when it is called.
         """
-        if not isinstance(num_samples, int) or num_samples < 1:
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
             raise ConfigError(f"--num-samples must be a positive integer, got {num_samples!r}")
-        cfg = SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
+        cfg = _sample_config(seed, length, temperature, top_k, top_p, rng_seed, unknown)
+        check_sampling_fits(self.config, num_samples, cfg.length)
         stops = [StopStrings(stop) for _ in range(num_samples)]
+        return self._stream_many(seed, num_samples, cfg, unknown, stops)
+
+    def _stream_many(self, seed: str, num_samples: int, cfg: SampleConfig, unknown: str,
+                     stops: list[StopStrings]) -> Iterator[list[str]]:
         stopped = [False] * num_samples
         saved = self._state, self._logits
         try:
@@ -193,6 +205,21 @@ class Generator:
         return "".join(self.stream(seed, length, **kwargs))
 
 
+def check_sampling_fits(cfg: ModelConfig, num_samples: int, length: int) -> None:
+    """ConfigError unless `num_samples` rows of `length` characters could fit in the memory available now."""
+    memory.check_fits(memory.sampling_bytes(cfg, num_samples, length),
+                      f"generating {num_samples:,} samples of --length {length:,} together", "lower --num-samples")
+
+
+def _sample_config(seed: object, length: int, temperature: float, top_k: int, top_p: float, rng_seed: int | None,
+                   unknown: str) -> SampleConfig:
+    """The checked sampling options (TypeError for a seed that is not text, ConfigError for a bad option)."""
+    if not isinstance(seed, str):
+        raise TypeError(f"seed must be a str (\"\" for none), got {type(seed).__name__}")
+    check_unknown(unknown)
+    return SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
+
+
 def load(checkpoint: str | os.PathLike[str] | None = None, which: str = "best",
          root: str | os.PathLike[str] = "checkpoints", precision: str = "fp32") -> Generator:
     """A Generator from a run folder, a snapshot folder, or a run name under `root`.
@@ -202,6 +229,6 @@ def load(checkpoint: str | os.PathLike[str] | None = None, which: str = "best",
     """
     ckpt.check_which(which)
     generation_precision(precision)
-    run = ckpt.resolve_run(checkpoint, Path(root))
-    snap = ckpt.read_snapshot(ckpt.snapshot_dir(run, which), with_training=False)
+    run = ckpt.resolve_run(checkpoint, root)
+    snap = ckpt.read_run_snapshot(run, which)
     return Generator(snap.model, snap.weights, snap.tokenizer, snap.path, precision)

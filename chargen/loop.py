@@ -132,6 +132,7 @@ class TrainingLoop:
         self.stop_requested = False
         self.max_loss = DIVERGED_FACTOR * max(1.0, math.log(mcfg.vocab_size))
         self.resume_command = f"chargen train BOOK --name {run_dir.name} --resume"
+        self.replaces_run = False  # --overwrite: the old run stays as it is until this run's first snapshot
 
     # ------------------------------------------------------------ compiled steps
 
@@ -187,8 +188,9 @@ class TrainingLoop:
         last = self.run_dir / "last"
         kept = (f"{last} still names the last good snapshot ({os.readlink(last)}), but resuming would "
                 f"diverge again; train again with a lower --lr (now {self.tcfg.lr:g}) and --overwrite, or "
-                "under another --name" if last.is_symlink() else
-                f"nothing was saved; train again with a lower --lr (now {self.tcfg.lr:g})")
+                "under another --name" if last.is_symlink() and not self.replaces_run else
+                f"nothing was saved{' and the run it was to replace is unchanged' if self.replaces_run else ''}; "
+                f"train again with a lower --lr (now {self.tcfg.lr:g})")
         return TrainingDiverged(f"training diverged: {what} at epoch {self.epoch + 1}, step {self.step}; "
                                 f"stopped without saving it. {kept}")
 
@@ -267,6 +269,8 @@ class TrainingLoop:
     # ------------------------------------------------------------ checkpoints
 
     def _write_run_files(self) -> None:
+        if self.replaces_run:
+            return  # written with the first snapshot, which replaces the old run (_save)
         ckpt.write_atomic(self.run_dir / "config.json", ckpt.config_json(self.mcfg, self.tcfg))
         ckpt.write_atomic(self.run_dir / "tokenizer.json", self.tokenizer.to_str())
 
@@ -281,10 +285,14 @@ class TrainingLoop:
         arrays = {"weights.npz": weights,
                   "optimizer.npz": [v.numpy() for v in self.optimizer.variables],
                   "train_state.npz": self.engine.train_state(self.model)}  # all B rows, in stream order
-        snap_id = f"e{self.epoch:04d}-s{self.step:06d}"
+        snap_id = ckpt.snapshot_id(self.epoch, self.step)
         try:
-            ckpt.write_snapshot(self.run_dir, snap_id, files, arrays, ("last", "best") if best else ("last",))
+            ckpt.write_snapshot(self.run_dir, snap_id, files, arrays, ("last", "best") if best else ("last",),
+                                replacing=self.replaces_run)
             self.saved_at = (self.epoch, self.step)
+            if self.replaces_run:
+                self.replaces_run = False
+                self._write_run_files()
             ckpt.write_atomic(self.run_dir / "history.jsonl", files["history.jsonl"])
         except OSError as e:
             raise CheckpointError(f"{self.run_dir}: could not write snapshot {snap_id} ({e.strerror or e}); "
@@ -293,8 +301,10 @@ class TrainingLoop:
     def _restore(self, snap: ckpt.Snapshot) -> None:
         ckpt.assign_weights(self.model, snap.weights, snap.path)
         opt_vars = self.optimizer.variables
-        if snap.optimizer is None or [v.shape for v in snap.optimizer] != [tuple(v.shape) for v in opt_vars]:
-            raise CheckpointError(f"{snap.path}: optimizer state is missing or does not fit; cannot resume exactly")
+        if snap.optimizer is None or [(a.shape, a.dtype) for a in snap.optimizer] != [
+                (tuple(v.shape), np.dtype(v.dtype)) for v in opt_vars]:
+            raise CheckpointError(f"{snap.path}: optimizer state is missing or does not fit (its arrays' shapes or "
+                                  "dtypes differ from the optimizer's); cannot resume exactly")
         for v, a in zip(opt_vars, snap.optimizer):
             v.assign(a)
         p = snap.progress

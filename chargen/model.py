@@ -95,14 +95,21 @@ def check_state(state: object, shapes: Sequence[tuple[int, int]]) -> State:
             raise StateError(f"state of layer {i} must be a pair (h, c); {expected}")
         arrays = []
         for name, value in zip(("h", "c"), pair):
-            arr = np.asarray(value)
+            try:
+                arr = np.asarray(value)
+            except ValueError:  # a ragged nest of lists
+                raise StateError(f"state {name} of layer {i} is not a rectangular array (rows of different "
+                                 f"lengths); {expected}") from None
             if arr.dtype.kind != "f":
                 raise StateError(f"state {name} of layer {i} has dtype {arr.dtype}, not float; {expected}")
             if arr.shape != tuple(shape):
                 raise StateError(f"state {name} of layer {i} has shape {arr.shape}, not {tuple(shape)}; {expected}")
-            if not np.isfinite(arr).all():
-                raise StateError(f"state {name} of layer {i} contains NaN or Inf values")
-            arrays.append(arr.astype(np.float32, copy=True))
+            with np.errstate(over="ignore"):
+                arr = arr.astype(np.float32, copy=True)
+            if not np.isfinite(arr).all():  # after the cast: 1e300 in float64 is Inf in float32
+                raise StateError(f"state {name} of layer {i} contains NaN or Inf values, or values beyond float32's "
+                                 f"range (about 3.4e38)")
+            arrays.append(arr)
         out.append((arrays[0], arrays[1]))
     return out
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 State = list[tuple[np.ndarray, np.ndarray]]
+# Below this temperature a float32 logit gap divided by it can overflow float64 (2 * 3.4e38 / 1.8e308).
+_MAY_OVERFLOW = 2 * float(np.finfo(np.float32).max) / float(np.finfo(np.float64).max)
 
 
 def _gate_columns(units: int, lo: int, hi: int) -> np.ndarray:
@@ -116,25 +118,38 @@ def _cell(xh: np.ndarray, ids: np.ndarray | None, c: np.ndarray, part: Part) -> 
 
 
 def pick(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> np.ndarray:
-    """One character id per row of logits (R, V): greedy at temperature 0, else sampled."""
+    """One character id per row of logits (R, V): greedy at temperature 0, else sampled.
+
+    The largest logit is subtracted before dividing by the temperature, so any positive
+    temperature works: as it nears 0 the others' weights underflow to 0 and the pick becomes
+    greedy (dividing first made 1e-320 overflow to Inf - Inf = NaN).
+    """
     if temperature == 0:
         return np.argmax(logits, axis=-1)
+    if temperature < _MAY_OVERFLOW:  # (l - max) / T can reach -Inf: the right weight (0), without the warning
+        with np.errstate(over="ignore"):
+            return _pick(logits, temperature, top_k, top_p, rng)
+    return _pick(logits, temperature, top_k, top_p, rng)
+
+
+def _pick(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> np.ndarray:
     if top_k == 0 and top_p >= 1.0 and len(logits) == 1:  # one stream: 1-D calls cost less than 2-D ones
-        z = logits[0].astype(np.float64) / temperature
+        z = logits[0].astype(np.float64)
         z -= z.max()
+        z /= temperature
         cum = np.cumsum(np.exp(z, out=z))
         # searchsorted (left) counts the cum values below u: the same pick as the rows' path below
         return np.array([min(int(np.searchsorted(cum, rng.random() * cum[-1])), len(cum) - 1)])
-    z = logits.astype(np.float64) / temperature
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    z /= temperature
     if top_k == 0 and top_p >= 1.0:  # the common case, in as few numpy calls as possible (it runs per character)
-        z -= z.max(axis=-1, keepdims=True)
         cum = np.cumsum(np.exp(z, out=z), axis=-1)
         u = rng.random((cum.shape[0], 1)) * cum[:, -1:]
         return np.minimum((cum < u).sum(axis=-1), cum.shape[-1] - 1)
     if 0 < top_k < z.shape[-1]:
         kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
-        z = np.where(z < kth, -np.inf, z)
-    z = z - z.max(axis=-1, keepdims=True)
+        z = np.where(z < kth, -np.inf, z)  # the largest (0) is kept
     p = np.exp(z)
     p /= p.sum(axis=-1, keepdims=True)
     if top_p < 1.0:

@@ -1,8 +1,14 @@
 """Training a stateful character LSTM on a whole book: options, the book, resuming.
 
-`train()` checks every option and the checkpoint folder before reading the book, lays the
-book out as `batch_size` contiguous streams, and hands over to `chargen.loop.TrainingLoop`,
-which runs the epochs (state reset at epoch starts only, validation on its own model).
+`train()` checks every argument and option (`check_train_args`: no TensorFlow, nothing written,
+so the CLI runs it before TensorFlow loads), takes the run's lock (chargen/runlock.py: one
+trainer per run), checks the checkpoint folder before reading the book, lays the book out as
+`batch_size` contiguous streams, and hands over to `chargen.loop.TrainingLoop`, which runs the
+epochs (state reset at epoch starts only, validation on its own model).
+
+--overwrite leaves the old run as it is until the new one has written a complete snapshot: the
+loop writes the run's copies (config.json, tokenizer.json, history.jsonl) and moves its links
+only with that first snapshot (`replaces_run`), so a new run that fails before it changes nothing.
 """
 
 from __future__ import annotations
@@ -11,22 +17,26 @@ import os
 import secrets
 import shlex
 import sys
-from dataclasses import fields, replace
+from collections import abc
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from chargen import checkpoint as ckpt
+from chargen import memory
 from chargen.checkpoint import check_name, default_name
 from chargen.config import ModelConfig, TrainConfig, flag
-from chargen.corpus import read_text
+from chargen.corpus import check_source, read_text
 from chargen.distributed import Engine, worker_run_dir
 from chargen.errors import (CheckpointError, ConfigError, CorpusError, TrainingDiverged,  # noqa: F401 (re-exported)
                             TrainingInterrupted, VocabularyError)
-from chargen.loop import EpochEnd, StepEnd, TrainResult  # noqa: F401 (re-exported)
+from chargen.loop import EpochEnd, StepEnd, TrainResult, split_callbacks  # noqa: F401 (re-exported)
 from chargen.loop import TrainingLoop as _Loop
+from chargen.paths import check_path
 from chargen.precision import describe, gpu_visible, lstm_kernel, training_precision
+from chargen.runlock import RunLock, refuse_if_locked
 from chargen.streams import Streams, split
 from chargen.tokenizer import build_tokenizer
 
@@ -47,6 +57,68 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return model, {k: v for k, v in options.items() if k in t_names}
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What check_train_args found: where the run goes and the options, split and checked."""
+
+    named_dir: Path  # root/name: what --name and --root say
+    run_dir: Path  # where this process writes (NAME-workerI for a non-chief worker)
+    model_options: dict[str, Any]
+    train_options: dict[str, Any]
+
+
+def check_train_args(corpus: Any, *, name: Any = None, root: Any = "checkpoints", resume: Any = False,
+                     overwrite: Any = False, progress: Any = None, log: Any = None, callbacks: Any = (),
+                     **options: Any) -> RunPlan:
+    """Every check train() can make before TensorFlow loads and before anything is written.
+
+    TypeError for a wrongly typed argument, ConfigError for a bad option (or a model too big
+    for the memory there is), CorpusError for a book path that does not exist, CheckpointError
+    for a run folder that cannot be written.
+    """
+    if not isinstance(corpus, (str, os.PathLike)):
+        raise TypeError(f"corpus must be a path (str or os.PathLike) or '-' for stdin, got {type(corpus).__name__}")
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a folder (str or os.PathLike), got {type(root).__name__}")
+    for arg, value in (("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{arg} must be True or False, got {value!r}")
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None (a bar on a terminal), got {progress!r}")
+    if log is not None and not callable(log):
+        raise TypeError(f"log must be a function taking a line of text, or None, got {type(log).__name__}")
+    if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, abc.Sequence):
+        raise TypeError(f"callbacks must be a list (empty for none), got {type(callbacks).__name__}")
+    split_callbacks(callbacks)  # each one callable or with on_step_end/on_epoch_end
+    m_opts, t_opts = split_options(options)
+    if str(corpus) != "-":
+        check_path(corpus, "the book path")
+    check_path(root, "--root")
+    named_dir = Path(root) / check_name(default_name(corpus) if name is None else name)
+    check_path(named_dir, "--name")
+    if resume:  # the checkpoint's settings are checked when it is read; here each given value on its own
+        tcfg = TrainConfig(**{k: v for k, v in t_opts.items() if k != "bpe_vocab"}).validate()
+        mcfg = ModelConfig(**{"vocab_size": 1, **m_opts}).validate()
+    else:
+        tcfg = TrainConfig(**t_opts).validate()
+        mcfg = ModelConfig(**{"vocab_size": 1, **m_opts}).validate()  # the vocabulary comes from the text
+        check_memory(mcfg, tcfg)
+    run_dir = worker_run_dir(named_dir, t_opts.get("distribute"), resume)  # NAME-workerI for a non-chief worker
+    ckpt.check_writable(run_dir)  # creating nothing
+    check_source(corpus)  # the book exists, before a lock is taken or a folder made
+    refuse_if_locked(run_dir)  # at once; train() then takes the lock itself
+    return RunPlan(named_dir, run_dir, m_opts, t_opts)
+
+
+def check_memory(mcfg: ModelConfig, tcfg: TrainConfig) -> None:
+    """ConfigError unless training this model could fit in the memory available now."""
+    need = memory.training_bytes(mcfg, tcfg.batch_size, tcfg.seq_len)
+    memory.check_fits(need, f"training {memory.weight_count(mcfg):,} weights (--units {','.join(map(str, mcfg.units))}, "
+                            f"--embed {mcfg.embed}, {mcfg.vocab_size:,} tokens) on batches of --batch-size "
+                            f"{tcfg.batch_size} x --seq-len {tcfg.seq_len}",
+                      "lower --units, --embed, --batch-size or --seq-len")
+
+
 def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str | os.PathLike[str] = "checkpoints",
           resume: bool = False, overwrite: bool = False, progress: bool | None = None,
           log: Callable[[str], None] | None = None,
@@ -61,13 +133,22 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
     `on_step_end` / `on_epoch_end` methods gets a `StepEnd` after every step and/or the
     `EpochEnd` (`StepEnd.stop()` stops the run after that step, saved as a Ctrl-C is). Returns the run folder
     and the per-epoch history.
+
+    Only one process trains a run at a time: another train() of the same run (resume and
+    overwrite included) is refused at once with RunLockedError naming the process. With
+    overwrite=True the old run stays as it was until the new one has saved a complete snapshot.
     """
-    m_opts, t_opts = split_options(options)
-    root = Path(root)
-    named_dir = root / check_name(name or default_name(corpus))
-    run_dir = worker_run_dir(named_dir, t_opts.get("distribute"), resume)  # NAME-workerI for a non-chief worker
+    plan = check_train_args(corpus, name=name, root=root, resume=resume, overwrite=overwrite, progress=progress,
+                            log=log, callbacks=callbacks, **options)
     show = sys.stderr.isatty() if progress is None else progress
     say = log or ((lambda s: print(s, file=sys.stderr)) if show else (lambda s: None))
+    with RunLock(plan.run_dir):  # before anything is read from or written to the run, until the run ends
+        return _train_locked(corpus, plan, resume, overwrite, show, say, callbacks)
+
+
+def _train_locked(corpus, plan: RunPlan, resume: bool, overwrite: bool, show: bool, say, callbacks) -> TrainResult:
+    run_dir, m_opts, t_opts = plan.run_dir, plan.model_options, plan.train_options
+    ckpt.check_snapshots_folder(run_dir)
     exists = (run_dir / "last").exists()
 
     if resume:
@@ -75,6 +156,7 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
             raise CheckpointError(f"{run_dir}: nothing to resume; train without --resume first")
         snap = ckpt.read_snapshot(ckpt.snapshot_dir(run_dir, "last"))
         mcfg, tcfg = _resume_configs(snap, m_opts, t_opts)
+        check_memory(mcfg, tcfg)
         tokenizer = snap.tokenizer
     else:
         if exists and not overwrite:
@@ -95,12 +177,12 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
         precision, why = training_precision(tcfg, mcfg.units, lstm_kernel(tcfg, gpu), gpu)
         tcfg = replace(tcfg, precision=precision)
         say(describe(precision, why))
-    ckpt.check_writable(run_dir)  # before reading a large book, and creating nothing
 
     text = read_text(corpus)
     if snap is None:
         tokenizer = build_tokenizer(tcfg.tokenizer, text, tcfg.bpe_vocab)
         mcfg = replace(mcfg, vocab_size=tokenizer.vocab_size)
+        check_memory(mcfg, tcfg)  # again, with the vocabulary's size
     try:
         ids = tokenizer.encode(text)
     except VocabularyError as e:
@@ -113,11 +195,16 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
     train_ids, val_ids = split(ids, tcfg.val_fraction)
     train_streams = Streams.from_ids(train_ids, tcfg.batch_size, tcfg.seq_len, "training text", unit)
     val_streams = _val_streams(val_ids, tcfg, unit)
+    if snap is not None and snap.progress["step"] > train_streams.num_batches:
+        raise CheckpointError(f"{snap.path / 'progress.json'}: step {snap.progress['step']} is past the end of an "
+                              f"epoch of this text ({train_streams.num_batches} steps); resume with the same book "
+                              "and settings, or retrain")
 
-    ckpt.prepare_run_dir(run_dir, overwrite and not resume)
+    ckpt.prepare_run_dir(run_dir)
     loop = _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say, callbacks, engine)
-    loop.resume_command = resume_command(corpus, named_dir)
+    loop.resume_command = resume_command(corpus, plan.named_dir)
     loop.book = book
+    loop.replaces_run = exists and overwrite and not resume  # the old run stays until the first snapshot
     return loop.run()
 
 
