@@ -305,10 +305,12 @@ def read_snapshot(path: Path, with_training: bool = True) -> Snapshot:
 def _check_progress(progress: Any, where: Path) -> None:
     ok = isinstance(progress, dict) and all(type(progress.get(k)) is int and progress[k] >= 0 for k in ("epoch", "step"))
     partial = progress.get("partial") if ok else None
+    seconds = progress.get("seconds", 0.0) if ok else None  # training seconds used (a time budget counts them)
     if not ok or not (partial is None or isinstance(partial, dict) and all(
-            type(partial.get(k)) in (int, float) for k in ("loss_sum", "steps", "seconds"))):
+            type(partial.get(k)) in (int, float) for k in ("loss_sum", "steps", "seconds"))) or not (
+            type(seconds) in (int, float) and 0 <= seconds < float("inf")):
         raise CheckpointError(f"{where}: corrupted (expected non-negative integers 'epoch' and 'step', "
-                              "and numbers in 'partial')")
+                              "numbers in 'partial' and seconds >= 0)")
 
 
 def weight_shapes(cfg: ModelConfig) -> list[tuple[int, ...]]:

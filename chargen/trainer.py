@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
-import sys
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,19 +17,23 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from chargen import checkpoint as ckpt
+from chargen.budget import DEFAULT_EPOCHS
 from chargen.checkpoint import check_name, default_name
 from chargen.config import ModelConfig, TrainConfig, flag
 from chargen.corpus import read_text
 from chargen.distributed import Engine, worker_run_dir
 from chargen.errors import (CheckpointError, ConfigError, CorpusError, TrainingDiverged,  # noqa: F401 (re-exported)
                             TrainingInterrupted, VocabularyError)
-from chargen.loop import EpochEnd, StepEnd, TrainResult  # noqa: F401 (re-exported)
+from chargen.hooks import EpochEnd, StepEnd, TrainResult  # noqa: F401 (re-exported)
 from chargen.loop import TrainingLoop as _Loop
 from chargen.streams import Streams, split
 from chargen.tokenizer import build_tokenizer
+from chargen.trainlog import TrainLog
 
-# --distribute only changes where the arithmetic runs, not what it computes, so it may change too.
-CHANGEABLE_ON_RESUME = ("epochs", "distribute")
+# The budget may change on resume (a new one replaces the old: chargen/budget.py), and so may how often
+# snapshots are written; --distribute only changes where the arithmetic runs, not what it computes.
+BUDGETS = ("epochs", "steps", "minutes")
+CHANGEABLE_ON_RESUME = BUDGETS + ("save_every", "distribute")
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -48,25 +51,37 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
 def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str | os.PathLike[str] = "checkpoints",
           resume: bool = False, overwrite: bool = False, progress: bool | None = None,
-          log: Callable[[str], None] | None = None,
+          log: Callable[[str], None] | None = None, log_every: float = 60.0, log_format: str = "text",
           callbacks: Sequence[Any] = (), **options: Any) -> TrainResult:
     """Train on a whole book and write checkpoints to `root/name` (name defaults to the book's stem).
 
     `options` are ModelConfig / TrainConfig fields (epochs=5, units=(256, 256), seed=1, ...).
-    With resume=True training continues from `last` exactly where it stopped (only `epochs`
-    and `distribute` may be changed). distribute="mirrored" trains on every GPU of this machine,
-    "multiworker" on the machines TF_CONFIG lists (chargen/distributed.py). Each of `callbacks`
-    is called with an `EpochEnd` after every epoch's snapshot is saved; an object with
-    `on_step_end` / `on_epoch_end` methods gets a `StepEnd` after every step and/or the
-    `EpochEnd` (`StepEnd.stop()` stops the run after that step, saved as a Ctrl-C is). Returns the run folder
-    and the per-epoch history.
+    The budget is one of `epochs` (default 10), `steps` or `minutes` (chargen/budget.py); a step
+    or time budget may end mid-epoch, which validates, saves a resumable snapshot and returns
+    normally (the history's last row then has "partial": True). A resumable snapshot is also
+    written every `save_every` minutes (default 30). With resume=True training continues from
+    `last` exactly where it stopped (only the budget, `save_every` and `distribute` may change).
+    distribute="mirrored" trains on every GPU of this machine, "multiworker" on the machines
+    TF_CONFIG lists (chargen/distributed.py).
+
+    What the run prints (chargen/trainlog.py): `progress=True` shows a bar on stderr, `False`
+    none, and None (the default) one when stderr is a terminal. Without a bar, lines are printed
+    instead: what is used, a progress line every `log_every` seconds (0: every step), every
+    epoch; to `log` (a function given each line) or else to stderr, so a program run under
+    nohup or a scheduler gets a readable log by default. progress=False without `log` prints
+    nothing. `log_format="json"` makes each line one JSON object with an "event" field.
+
+    Each of `callbacks` is called with an `EpochEnd` after every epoch's snapshot is saved; an
+    object with `on_step_end` / `on_epoch_end` methods gets a `StepEnd` after every step and/or
+    the `EpochEnd` (`StepEnd.stop()` stops the run after that step, saved as a Ctrl-C is). Ctrl-C,
+    SIGTERM and SIGHUP (in the main thread) finish the step, save, and raise TrainingInterrupted.
+    Returns the run folder and the per-epoch history.
     """
     m_opts, t_opts = split_options(options)
+    trainlog = TrainLog.choose(progress, log, log_every, log_format)
     root = Path(root)
     named_dir = root / check_name(name or default_name(corpus))
     run_dir = worker_run_dir(named_dir, t_opts.get("distribute"), resume)  # NAME-workerI for a non-chief worker
-    show = sys.stderr.isatty() if progress is None else progress
-    say = log or ((lambda s: print(s, file=sys.stderr)) if show else (lambda s: None))
     exists = (run_dir / "last").exists()
 
     if resume:
@@ -81,6 +96,8 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
                                   "--name NAME for a new one, or --overwrite to replace it")
         snap = None
         tcfg = TrainConfig(**t_opts).validate()
+        if all(getattr(tcfg, b) is None for b in BUDGETS):
+            tcfg = replace(tcfg, epochs=DEFAULT_EPOCHS)  # recorded, like the seed
         if tcfg.seed is None:
             tcfg = replace(tcfg, seed=secrets.randbelow(2**31))
         if tcfg.tokenizer == "bpe" and tcfg.bpe_vocab is None:
@@ -106,7 +123,7 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
     val_streams = _val_streams(val_ids, tcfg, unit)
 
     ckpt.prepare_run_dir(run_dir, overwrite and not resume)
-    loop = _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say, callbacks, engine)
+    loop = _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, trainlog, callbacks, engine)
     loop.resume_command = resume_command(corpus, named_dir)
     return loop.run()
 
@@ -125,9 +142,12 @@ def _resume_configs(snap: ckpt.Snapshot, m_opts: dict, t_opts: dict) -> tuple[Mo
         for key, value in opts.items():
             if key not in CHANGEABLE_ON_RESUME and value is not None and getattr(cfg, key) != value:
                 raise ConfigError(f"{flag(key)} {value!r} differs from the checkpoint's {getattr(cfg, key)!r}; "
-                                  "a resumed run keeps its settings (only --epochs and --distribute may change)")
+                                  "a resumed run keeps its settings (only --epochs, --steps, --minutes, "
+                                  "--save-every and --distribute may change)")
     tcfg = snap.train
     changes = {key: t_opts[key] for key in CHANGEABLE_ON_RESUME if t_opts.get(key) is not None}
+    if any(key in changes for key in BUDGETS):  # a new budget replaces the old one
+        changes = {**{key: None for key in BUDGETS}, **changes}
     if changes:
         tcfg = replace(tcfg, **changes).validate()
     return snap.model, tcfg
