@@ -126,7 +126,10 @@ class TrainingLoop:
             self.log.start(self, start_fields(self))
             done_before = self._next() == "done"
             while not self.stop_requested and (todo := self._next()) != "done":
-                {"end_epoch": self._end_epoch, "end_budget": self._end_budget, "train": self._train_epoch}[todo]()
+                try:
+                    {"end_epoch": self._end_epoch, "end_budget": self._end_budget, "train": self._train_epoch}[todo]()
+                except _ValidationStopped:  # a signal during validation: the epoch's (or budget's) end waits for the resume
+                    pass
             if self._next() != "done":  # stopped by a signal or a step-end callback
                 if self.saved_at != (self.epoch, self.step):
                     self._save("interrupted")
@@ -251,6 +254,8 @@ class TrainingLoop:
         reset_state(self.eval_model)
         total = 0.0
         for x, y in self.val_streams:
+            if self.stop_requested:  # validating a big book takes minutes: a signal should not wait for it
+                raise _ValidationStopped
             total += float(self._eval_step(np.asarray(x, np.int32), np.asarray(y, np.int32)))
         return total / self.val_streams.num_batches
 
@@ -301,6 +306,10 @@ class TrainingLoop:
             self.budget_record = self.history.pop()
         if snap.train_state is not None:
             self.engine.restore_train_state(self.model, self.mcfg, snap.train_state, snap.path / "train_state.npz")
+
+
+class _ValidationStopped(Exception):
+    """A stop was requested during validation; nothing of the epoch's end was recorded or saved yet."""
 
 
 def _chars_per_token(tokenizer, streams) -> float:

@@ -112,8 +112,8 @@ class TrainLog:
         now = time.monotonic()
         self._window = (now, 0, 0.0)  # start time, steps, loss sum since the last progress line
         self._due = now + self.log_every
-        if info.get("distributed"):
-            self._out(info["distributed"], "note", text=info["distributed"])
+        if info.get("distributed") and not self.json:  # (JSON has it in the start event)
+            self._out(info["distributed"], "note")
         self._out(describe_start(info), "start", **info)
 
     def begin_epoch(self, epoch: int, step: int, steps_per_epoch: int, label: str) -> None:
@@ -169,7 +169,7 @@ class TrainLog:
             "elapsed_s": round(loop.seconds(), 1),
         }
         epochs = f"/{int(loop.budget.amount)}" if loop.budget.kind == "epochs" else ""
-        text = (f"epoch {fields['epoch']}{epochs}  step {loop.step:,}/{steps:,} ({fields['epoch_percent']:.1f}%)  "
+        text = (f"epoch {fields['epoch']}{epochs}  step {loop.step:,}/{steps:,} ({100 * loop.step / steps:.1f}%)  "
                 f"loss {loss:.4f} ({fields['bpc']:.3f} bpc)  lr {fields['lr']:.3g}  "
                 f"{fields['chars_per_sec']:,.0f} chars/s  ETA epoch {duration(fields['eta_epoch_s'])}, "
                 f"run {duration(fields['eta_run_s'])}")

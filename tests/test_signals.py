@@ -128,3 +128,41 @@ def test_json_errors_are_json_too(tmp_path, small_text):
     assert event["event"] == "error" and event["exit_code"] == 2
     assert event["message"] == ("chargen: error: --log-every must be a number of seconds >= 0 (0: a line after every "
                                 "step), got -1.0")
+
+
+def test_a_signal_during_validation_stops_without_waiting_for_it(tmp_path, small_text, reference_run, monkeypatch):
+    """Validating a big book takes minutes; a SIGTERM then stops before the epoch's end, which the resume does."""
+    import chargen
+    from chargen import loop
+    from chargen.errors import TrainingInterrupted
+
+    from conftest import TINY
+    from test_budgets import steps_per_epoch
+
+    book = tmp_path / "book.txt"
+    book.write_text(small_text, encoding="utf-8")
+    real_compile = loop.TrainingLoop._compile
+
+    def compile_(self, tf):
+        train_step, eval_step = real_compile(self, tf)
+
+        sent = []
+
+        def eval_signalled(x, y):
+            if not sent:
+                sent.append(os.kill(os.getpid(), signal.SIGTERM))  # a real signal, while epoch 1 is being validated
+            return eval_step(x, y)
+        return train_step, eval_signalled
+
+    monkeypatch.setattr(loop.TrainingLoop, "_compile", compile_)
+    n = steps_per_epoch(small_text)
+    with pytest.raises(TrainingInterrupted, match=f"interrupted by SIGTERM at epoch 1, step {n}; ") as stopped:
+        chargen.train(book, root=tmp_path / "ck", epochs=2, seed=1, progress=False, **TINY)
+    assert stopped.value.signum == signal.SIGTERM
+    run = tmp_path / "ck" / "book"
+    assert json.loads((run / "last" / "progress.json").read_text())["step"] == n
+    assert (run / "last" / "history.jsonl").read_text() == ""  # the epoch's end was not recorded
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the program's handler is back
+    monkeypatch.undo()
+    chargen.train(book, root=tmp_path / "ck", resume=True, progress=False)
+    assert_same_run(reference_run(epochs=2, seed=1), (run / "last").resolve())
