@@ -2,9 +2,10 @@
 
 - On a terminal: tqdm's bar for each epoch, with the start, epoch and save lines above it.
 - Anywhere else (stderr to a file or a pipe: nohup, tmux logs, cron, Slurm, Kubernetes): plain
-  lines, each starting with the local date and time: what is used, a progress line every
-  `log_every` seconds (step, epoch %, the mean loss since the last line, bpc, chars/s, the time
-  left in the epoch and in the run), every epoch, every mid-epoch save and a budget's end.
+  lines, each starting with the local date and time (lines given to a `log` function do not):
+  what is used, a progress line every `log_every` seconds (step, epoch %, the mean loss since
+  the last line, bpc, chars/s, the time left in the epoch and in the run), every epoch, every
+  mid-epoch save and a budget's end.
 - `log_format="json"`: the same as one JSON object per line, with an "event" field (start,
   progress, epoch, saved, budget, end, interrupted; the CLI adds sample and error) and a "time".
 - Quiet: nothing.
@@ -82,6 +83,8 @@ class TrainLog:
         and no `log`; lines otherwise, except that progress=False without `log` is silent."""
         if progress not in (None, True, False):
             raise TypeError(f"progress must be True, False or None, got {progress!r}")
+        if log is not None and not callable(log):
+            raise TypeError(f"log must be a function that takes each line (a str), got {log!r}")
         bar = progress is True or (progress is None and log is None and log_format == "text" and sys.stderr.isatty())
         lines = log is not None or (progress is None and not bar)
         return cls(bar, lines, log, log_every, log_format)
@@ -95,8 +98,8 @@ class TrainLog:
             line = json_line(event, **fields)
         elif text is None:
             return
-        else:
-            line = text if self.bar_on else f"{datetime.now():%Y-%m-%d %H:%M:%S} {text}"
+        else:  # the date on lines printed to stderr; a program's `log` function adds its own if it wants one
+            line = text if self.bar_on or self.write is not None else f"{datetime.now():%Y-%m-%d %H:%M:%S} {text}"
         if self.write is not None:
             self.write(line)
         elif self._bar is not None:
@@ -243,7 +246,7 @@ def end_fields(loop: Any, done_before: bool) -> dict[str, Any]:
     best = "" if loop.best is None else f"; best {'val' if loop.val_streams else 'train'} loss {loop.best:.4f} {loop._nats()}"
     text = (f"nothing to do: the budget of {b.describe()} is used; give a larger --epochs, --steps or --minutes "
             "to train more" if done_before else
-            f"finished {loop.run_step:,} steps ({loop.run_step / b.steps_per_epoch:,.2f} epochs) in "
+            f"finished {loop.run_step:,} step{'s' * (loop.run_step != 1)} ({loop.run_step / b.steps_per_epoch:,.2f} epochs) in "
             f"{duration(seconds)} of training, the budget of {b.describe()}{best}")
     return {"text": text, "run": str(loop.run_dir), "epochs": len(loop.history), "run_step": loop.run_step,
             "seconds": round(seconds, 1), "best_loss": loop.best, "nothing_to_do": done_before}

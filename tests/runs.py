@@ -21,9 +21,10 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 ENV.pop("TF_CONFIG", None)
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "  # a plain log line starts with the local date and time
-PROGRESS = re.compile(STAMP + r"epoch (?P<epoch>\d+)(/\d+)?  step (?P<step>[\d,]+)/(?P<of>[\d,]+) \((?P<pct>[\d.]+)%\)  "
+PROGRESS_BODY = (r"epoch (?P<epoch>\d+)(/\d+)?  step (?P<step>[\d,]+)/(?P<of>[\d,]+) \((?P<pct>[\d.]+)%\)  "
                       r"loss (?P<loss>[\d.]+) \((?P<bpc>[\d.]+) bpc\)  lr (?P<lr>[\d.e+-]+)  (?P<cps>[\d,]+) chars/s  "
-                      r"ETA epoch (?P<eta_epoch>\w+), run (?P<eta_run>\w+)$")
+                 r"ETA epoch (?P<eta_epoch>\w+), run (?P<eta_run>\w+)$")
+PROGRESS = re.compile(STAMP + PROGRESS_BODY)  # a progress line on stderr (a `log` function gets it without the date)
 TIMING = ("chars_per_sec", "seconds")  # the only history fields that may differ between equal runs
 
 

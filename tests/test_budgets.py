@@ -109,6 +109,7 @@ def test_a_time_budget_plans_the_curve_over_the_seconds_used(tmp_path, book, ste
     ({"log_every": -1}, ConfigError, "--log-every must be a number of seconds >= 0"),
     ({"log_format": "xml"}, ConfigError, "--log-format must be one of text, json, got 'xml'"),
     ({"progress": "yes"}, TypeError, "progress must be True, False or None"),
+    ({"log": "train.log"}, TypeError, "log must be a function that takes each line"),
 ])
 def test_bad_budget_and_log_options_are_refused_before_training(tmp_path, book, options, error, needle):
     with pytest.raises(error, match=needle):
