@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+# the shared corpora sit beside the checkout (or beside the folder of worktrees)
+CORPUS = next((d / "shared" / "corpora" / "tinyshakespeare.txt" for d in ROOT.parents
+               if (d / "shared" / "corpora" / "tinyshakespeare.txt").exists()), ROOT.parent / "shared" / "corpora")
 MODES = {"quiet": dict(progress=False), "lines": dict(log_every=60.0), "every": dict(log_every=0.0),
          "json": dict(log_every=0.0, log_format="json")}
 
@@ -40,6 +42,20 @@ class StepTimes:
         if self.last is not None and info.step > self.warmup:
             self.times.append(now - self.last)
         self.last = now
+
+
+def per_call_seconds(mode: str, calls: int = 200_000) -> float:
+    """Seconds per TrainLog.step() call between lines (what every step pays), without any training."""
+    from chargen.trainlog import TrainLog
+
+    opts = MODES[mode]
+    log = TrainLog(bar=False, lines=opts.get("progress") is not False, write=lambda line: None,
+                   log_every=max(opts.get("log_every", 60.0), 3600.0), log_format=opts.get("log_format", "text"))
+    log.step(1.0)  # the first step of an epoch only starts the window
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        log.step(1.0)
+    return (time.perf_counter() - t0) / calls
 
 
 def one_run(book: Path, mode: str, args, root: str, log_path: Path) -> float:
@@ -80,6 +96,8 @@ def main(argv=None) -> int:
     chars_per_step = TrainConfig().batch_size * TrainConfig().seq_len  # the defaults these runs use
     print(f"{Path(args.book).name}, units {args.units}, {args.steps} timed steps after {args.warmup}, "
           f"{args.rounds} rounds, modes {', '.join(modes)}", flush=True)
+    print("per step, between lines: " + ", ".join(f"{m} {per_call_seconds(m) * 1e6:.2f} us" for m in ("quiet", "lines")),
+          flush=True)
     ratios: dict[str, list[float]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as root:
         for r in range(1, args.rounds + 1):

@@ -104,11 +104,12 @@ def epoch_label(row: dict[str, Any]) -> str:
 
 
 def describe(rows: list[dict[str, Any]]) -> str:
-    """'4 epochs', or '2 epochs and 17% of epoch 3' when the run's budget ended mid-epoch."""
+    """'4 epochs', or '2 epochs and 17% of epoch 3' ('20% of epoch 1') when the run's budget ended mid-epoch."""
     whole = len(rows) - bool(rows and rows[-1].get("partial"))
     text = f"{whole} epoch{'s' * (whole != 1)}"
     if whole < len(rows):
-        text += f" and {_done(rows[-1])} of epoch {rows[-1]['epoch']}"
+        part = f"{_done(rows[-1])} of epoch {rows[-1]['epoch']}"
+        text = f"{text} and {part}" if whole else part
     return text
 
 

@@ -75,6 +75,8 @@ class TrainLog:
         self.write, self.log_every = write, float(log_every)
         self._bar = None
         self.loop: Any = None
+        self._window, self._warm = (time.monotonic(), 0, 0.0), False  # (start, steps, loss sum) since the last line
+        self._due = time.monotonic() + self.log_every
 
     @classmethod
     def choose(cls, progress: bool | None, log: Callable[[str], None] | None, log_every: float = 60.0,
@@ -113,8 +115,7 @@ class TrainLog:
         """The "what is used" line; `loop` is asked for its position when a progress line is due."""
         self.loop = loop
         now = time.monotonic()
-        self._window = (now, 0, 0.0)  # start time, steps, loss sum since the last progress line
-        self._due = now + self.log_every
+        self._window, self._due = (now, 0, 0.0), now + self.log_every
         if info.get("distributed") and not self.json:  # (JSON has it in the start event)
             self._out(info["distributed"], "note")
         self._out(describe_start(info), "start", **info)
