@@ -12,7 +12,7 @@ from chargen._quiet import import_tensorflow_quietly, native_stderr_hidden
 from chargen.config import ModelConfig, SampleConfig, TrainConfig, cli_fields, parse_units
 from chargen.config import flag as field_flag
 from chargen.errors import ChargenError
-from chargen.signals import exit_code, signal_name, stop_on_term_and_hup
+from chargen.signals import TermAndHupStop, exit_code, signal_name
 
 EXIT_USAGE = 2
 
@@ -285,11 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
     args = build_parser().parse_args(argv)
-    stop_on_term_and_hup()  # like Ctrl-C, unless ignored (nohup); training turns the first one into a clean stop
     handler = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "eval": cmd_eval,
                "history": cmd_history}[args.command]
     try:
-        return handler(args)
+        with TermAndHupStop():  # like Ctrl-C, unless ignored (nohup); training makes the first one a clean stop
+            return handler(args)
     except ChargenError as e:
         print(f"chargen: error: {e}", file=sys.stderr)
         return EXIT_USAGE

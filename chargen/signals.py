@@ -46,11 +46,22 @@ def _ours(handler: object) -> bool:
     return handler in (signal.SIG_DFL, signal.default_int_handler, stop_now) or isinstance(handler, _FirstSignal)
 
 
-def stop_on_term_and_hup() -> None:
-    """At the command line, outside training: SIGTERM and SIGHUP stop like Ctrl-C does (an exception, not death)."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if _ours(signal.getsignal(sig)):
-            signal.signal(sig, stop_now)
+class TermAndHupStop:
+    """While inside (a command line's run): SIGTERM and SIGHUP raise StopNow as Ctrl-C raises KeyboardInterrupt,
+    instead of killing the process; the previous handlers come back on exit (main() may be called in a program)."""
+
+    def __enter__(self) -> "TermAndHupStop":
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                if _ours(signal.getsignal(sig)):
+                    self.previous[sig] = signal.signal(sig, stop_now)
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
 class _FirstSignal:

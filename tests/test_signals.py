@@ -154,14 +154,14 @@ def test_a_signal_during_validation_stops_without_waiting_for_it(tmp_path, small
         return train_step, eval_signalled
 
     monkeypatch.setattr(loop.TrainingLoop, "_compile", compile_)
-    n = steps_per_epoch(small_text)
+    n, before = steps_per_epoch(small_text), signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingInterrupted, match=f"interrupted by SIGTERM at epoch 1, step {n}; ") as stopped:
         chargen.train(book, root=tmp_path / "ck", epochs=2, seed=1, progress=False, **TINY)
     assert stopped.value.signum == signal.SIGTERM
     run = tmp_path / "ck" / "book"
     assert json.loads((run / "last" / "progress.json").read_text())["step"] == n
     assert (run / "last" / "history.jsonl").read_text() == ""  # the epoch's end was not recorded
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the program's handler is back
+    assert signal.getsignal(signal.SIGTERM) == before  # the program's handler is back
     monkeypatch.undo()
     chargen.train(book, root=tmp_path / "ck", resume=True, progress=False)
     assert_same_run(reference_run(epochs=2, seed=1), (run / "last").resolve())
