@@ -18,7 +18,8 @@ __all__ = ["train", "load", "Generator", "ModelConfig", "TrainConfig", "SampleCo
 
 def __getattr__(name: str):
     # TensorFlow is imported only when something that needs it is used: `import chargen` stays instant.
-    lazy = {"train": "chargen.trainer", "TrainResult": "chargen.trainer", "EpochEnd": "chargen.loop", "StepEnd": "chargen.loop",
+    lazy = {"train": "chargen.trainer", "TrainResult": "chargen.trainer", "EpochEnd": "chargen.hooks",
+            "StepEnd": "chargen.hooks",
             "load": "chargen.generate", "Generator": "chargen.generate",
             "read_text": "chargen.corpus", "CharTokenizer": "chargen.tokenizer", "BpeTokenizer": "chargen.bpe",
             "Streams": "chargen.streams",

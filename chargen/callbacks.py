@@ -1,6 +1,6 @@
 """Epoch-end callbacks for `chargen.train(..., callbacks=[...])`: TensorBoard logs and samples.
 
-Each callback gets a `chargen.loop.EpochEnd` after the epoch's snapshot is saved. Samples come
+Each callback gets a `chargen.hooks.EpochEnd` after the epoch's snapshot is saved. Samples come
 from a fresh batch-1 `Generator` built from copies of the weights, never from the training
 model, so its LSTM state, weights, optimizer and dropout RNG are untouched: a run with these
 callbacks is bit for bit the run without them (tested). The sampling RNG seed is derived from
@@ -23,7 +23,7 @@ from chargen.config import SampleConfig, positive_int
 from chargen.errors import ConfigError, TensorBoardError
 
 if TYPE_CHECKING:
-    from chargen.loop import EpochEnd
+    from chargen.hooks import EpochEnd
 
 SAMPLE_LENGTH = 200
 SAMPLE_TEMPERATURE = 0.8

@@ -413,6 +413,9 @@ def _progress_problem(p: Any) -> str | None:
         return f"'step' {p['step']} is past the end of an epoch of {batches} steps"
     if p.get("best_loss") is not None and not _non_negative(p["best_loss"]):
         return f"'best_loss' is {p['best_loss']!r}, expected a finite number or null"
+    seconds = p.get("seconds", 0.0)  # training seconds used (a time budget counts them)
+    if not _non_negative(seconds):
+        return f"'seconds' is {seconds!r}, expected a finite number >= 0"
     book = p.get("book")  # absent in snapshots written before it was kept
     if book is not None and not (isinstance(book, dict) and _count(book.get("tokens"))
                                  and isinstance(book.get("sha256"), str)):

@@ -18,8 +18,9 @@ from chargen._quiet import import_tensorflow_quietly, native_stderr_hidden
 from chargen.config import ModelConfig, SampleConfig, ServeConfig, TrainConfig, cli_fields, parse_units, positive_int
 from chargen.config import flag as field_flag
 from chargen.errors import ChargenError, ConfigError
+from chargen.signals import TermAndHupStop, exit_code, signal_name
 
-EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--root", default="checkpoints", help="where checkpoints go (default: checkpoints)")
     t.add_argument("--resume", action="store_true", help="continue the run in --root/--name from its last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
-    t.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    t.add_argument("--quiet", action="store_true", help="print nothing while training (no bar, no lines)")
+    t.add_argument("--log-every", type=float, default=60.0, metavar="SECONDS",
+                   help="when stderr is not a terminal (a log file, a pipe): a progress line every SECONDS "
+                        "(default: 60; 0 = after every step)")
+    t.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text lines, or one JSON object per line with an \"event\" field, for machines (default: text)")
     t.add_argument("--sample-every", type=int, default=None, metavar="N",
                    help="every N epochs, print a sample from a batch-1 copy of the model on stderr (training is "
                         "not disturbed; printed even with --quiet, since you asked for it)")
@@ -166,19 +172,38 @@ def _train_callbacks(args: argparse.Namespace) -> list:
     """The epoch-end callbacks the flags ask for, built (and so checked) before TensorFlow loads."""
     from chargen.callbacks import SAMPLE_LENGTH, SampleEvery, TensorBoard
     from chargen.errors import ConfigError
+    from chargen.trainlog import check_log_options, json_line, stderr_line
+
+    check_log_options(args.log_every, args.log_format)
 
     length = SAMPLE_LENGTH if args.sample_length is None else args.sample_length
     if args.sample_length is not None and args.sample_every is None and args.tensorboard is None:
         raise ConfigError(f"--sample-length {args.sample_length} needs --sample-every N or --tensorboard DIR")
     callbacks = []
     if args.sample_every is not None:
-        callbacks.append(SampleEvery(args.sample_every, length))
+        write = None
+        if args.log_format == "json":  # a sample is one more event, so the log stays one JSON object a line
+            def write(epoch: int, text: str) -> None:
+                stderr_line(json_line("sample", epoch=epoch, text=text))
+        callbacks.append(SampleEvery(args.sample_every, length, write=write))
     if args.tensorboard is not None:
         callbacks.append(TensorBoard(args.tensorboard, sample_length=length))
     return callbacks
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.log_format != "json":
+        return _train(args)
+    from chargen.trainlog import json_line, stderr_line
+
+    try:  # with --log-format json an error is one more event, so the log stays one JSON object a line
+        return _train(args)
+    except ChargenError as e:
+        stderr_line(json_line("error", message=f"chargen: error: {e}", exit_code=EXIT_USAGE))
+        return EXIT_USAGE
+
+
+def _train(args: argparse.Namespace) -> int:
     from chargen.trainer import check_train_args
 
     callbacks = _train_callbacks(args)  # bad flags fail at once, before TensorFlow or the book
@@ -186,8 +211,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.units is not None or args.layers is not None:
         default_units = ModelConfig().units
         options["units"] = parse_units(str(default_units[0]) if args.units is None else args.units, args.layers)
-    progress = False if args.quiet else None
-    where = dict(name=args.name, root=args.root, resume=args.resume, overwrite=args.overwrite, progress=progress,
+    where = dict(name=args.name, root=args.root, resume=args.resume, overwrite=args.overwrite,
+                 progress=False if args.quiet else None, log_every=args.log_every, log_format=args.log_format,
                  callbacks=callbacks)
     check_train_args(args.book, **where, **options)  # every check that needs neither TensorFlow nor the book
     import_tensorflow_quietly()
@@ -195,10 +220,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         result = train(args.book, **where, **options)
-    except TrainingInterrupted as e:
-        print(f"chargen: {e}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if not args.quiet:
+    except TrainingInterrupted as e:  # saved; exit 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
+        if args.log_format != "json":  # (the log's "interrupted" event says it in JSON)
+            print(f"chargen: {e}", file=sys.stderr)
+        return exit_code(e.signum)
+    if not args.quiet and args.log_format != "json":
         print(f"checkpoint: {result.run_dir}  (sample with: {sample_command(result.run_dir)})", file=sys.stderr)
     return 0
 
@@ -374,7 +400,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from chargen import checkpoint as ckpt
-    from chargen.curves import CHART_WIDTH, chart_text, run_history, table
+    from chargen.curves import CHART_WIDTH, chart_text, describe, run_history, table
 
     run = ckpt.resolve_run(args.checkpoint, Path(args.root))
     rows = run_history(run)
@@ -388,7 +414,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if not rows:
         console.print(f"{run.name}: no epoch finished yet")
         return 0
-    console.print(table(rows, title=f"{run.name}: {len(rows)} epoch{'s' * (len(rows) != 1)}", compact=console.width < 100))
+    console.print(table(rows, title=f"{run.name}: {describe(rows)}", compact=console.width < 100))
     chart = chart_text(rows, width=max(10, min(CHART_WIDTH, console.width - 12)))
     if not _encodes(chart.plain, sys.stdout.encoding or "utf-8"):  # e.g. PYTHONIOENCODING=latin-1: ASCII marks
         from rich.text import Text
@@ -410,13 +436,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "eval": cmd_eval,
                "history": cmd_history, "serve": cmd_serve}[args.command]
     try:
-        return handler(args)
+        with TermAndHupStop():  # like Ctrl-C, unless ignored (nohup); training makes the first one a clean stop
+            return handler(args)
     except ChargenError as e:
         print(f"chargen: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("chargen: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:  # outside training, or a second signal during it
+        signum = getattr(e, "signum", None)
+        print(f"chargen: interrupted ({signal_name(signum)})", file=sys.stderr)
+        return exit_code(signum)
     except BrokenPipeError:  # e.g. `chargen sample | head`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -75,7 +75,15 @@ class ModelConfig:
 class TrainConfig:
     """How to train. Batches are `batch_size` contiguous streams, `seq_len` characters at a time."""
 
-    epochs: int = _opt(10, "passes over the training text")
+    # The budget: at most one of epochs, steps, minutes (chargen/budget.py); none given means 10 epochs.
+    epochs: int | None = _opt(None, "passes over the training text (default: 10, unless --steps or --minutes "
+                                    "is the budget instead)")
+    steps: int | None = _opt(None, "budget in training steps (batches) instead of --epochs; it may end mid-epoch, "
+                                   "which validates and saves a resumable snapshot")
+    minutes: float | None = _opt(None, "budget in minutes of training instead of --epochs; the cosine curve follows "
+                                       "the time used, so a time budget is not bit-reproducible")
+    save_every: float = _opt(30.0, "minutes between resumable mid-epoch snapshots ('last' moves; 'best' only at "
+                                   "validated epoch or budget ends); 0 = only at epoch ends")
     batch_size: int = _opt(32, "parallel contiguous streams (rows of each batch)")
     seq_len: int = _opt(64, "characters (tokens, with --tokenizer bpe) per stream per step (truncated backprop length)")
     # From benchmarks/shakespeare.py (2x512, 2 cores): a constant 3e-3 reached 1.538 nats after 2
@@ -83,7 +91,7 @@ class TrainConfig:
     # constant. (At 2x448, 4e-3 gave 1.484 against 1.488: within seed noise, so 3e-3 stays.)
     lr: float = _opt(3e-3, "Adam learning rate (the peak, with --lr-decay cosine)")
     lr_decay: str = _opt("cosine", "learning-rate schedule over the whole run: cosine (from --lr down to --lr x "
-                                   "--lr-final at the last step of --epochs) or none (constant)",
+                                   "--lr-final at the budget's end) or none (constant)",
                          choices=("cosine", "none"))
     lr_final: float = _opt(0.1, "with --lr-decay cosine: the last step's learning rate as a fraction of --lr, in [0, 1]")
     clip: float = _opt(5.0, "clip gradients to this global norm (0 = off)")
@@ -109,8 +117,19 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         _check_choices(self)
-        for name in ("epochs", "batch_size", "seq_len"):
+        budgets = [name for name in ("epochs", "steps", "minutes") if getattr(self, name) is not None]
+        if len(budgets) > 1:
+            raise ConfigError(f"{' and '.join(map(flag, budgets))} are alternatives: give one budget "
+                              "(--epochs N, --steps N or --minutes M)")
+        for name in ("epochs", "steps"):
+            if getattr(self, name) is not None:
+                positive_int(name, getattr(self, name))
+        for name in ("batch_size", "seq_len"):
             positive_int(name, getattr(self, name))
+        _require(self.minutes is None or _is_real(self.minutes) and self.minutes > 0, "minutes", self.minutes,
+                 "a positive number")
+        _require(_is_real(self.save_every) and self.save_every >= 0, "save_every", self.save_every,
+                 "a number of minutes >= 0 (0: only at epoch ends)")
         _require(_is_real(self.lr) and self.lr > 0, "lr", self.lr, "a positive number")
         _require(_is_real(self.clip) and self.clip >= 0, "clip", self.clip, "a number >= 0")
         _require(_is_real(self.lr_final) and 0 <= self.lr_final <= 1, "lr_final", self.lr_final, "in [0, 1]")

@@ -31,7 +31,8 @@ def history(name: str | os.PathLike[str] | None = None, root: str | os.PathLike[
 
     Each is the dict train() wrote: epoch, steps, train_loss and val_loss (nats per token),
     train_bpc and val_bpc (bits per character), chars_per_sec, seconds, lr. An empty list means no
-    epoch has finished yet.
+    epoch has finished yet. When a --steps or --minutes budget ended mid-epoch, the last row is
+    that epoch so far, with "partial": True and "steps_per_epoch" (a resume replaces it).
     """
     return run_history(ckpt.resolve_run(name, root))
 
@@ -75,6 +76,10 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 def _row_problem(row: Any) -> str | None:
     if not isinstance(row, dict):
         return f"is not a JSON object (got {type(row).__name__})"
+    if row.get("partial", False) is not False:  # a budget's end mid-epoch: the steps done of steps_per_epoch
+        per_epoch = row.get("steps_per_epoch")
+        if row["partial"] is not True or type(per_epoch) is not int or per_epoch < 1:
+            return f"has partial {row['partial']!r} with steps_per_epoch {per_epoch!r}, not true and a positive integer"
     for key, optional in FIELDS.items():
         value = row.get(key)
         if value is None:
@@ -87,6 +92,25 @@ def _row_problem(row: Any) -> str | None:
         elif type(value) not in (int, float) or not math.isfinite(value):
             return f"has {key} {value!r}, not a finite number"
     return None
+
+
+def _done(row: dict[str, Any]) -> str:
+    return f"{100 * (row.get('steps') or 0) / row['steps_per_epoch']:.0f}%"
+
+
+def epoch_label(row: dict[str, Any]) -> str:
+    """'3', or '3 (17%)' for the part of epoch 3 done when a budget ended in it."""
+    return f"{row['epoch']} ({_done(row)})" if row.get("partial") else str(row["epoch"])
+
+
+def describe(rows: list[dict[str, Any]]) -> str:
+    """'4 epochs', or '2 epochs and 17% of epoch 3' ('20% of epoch 1') when the run's budget ended mid-epoch."""
+    whole = len(rows) - bool(rows and rows[-1].get("partial"))
+    text = f"{whole} epoch{'s' * (whole != 1)}"
+    if whole < len(rows):
+        part = f"{_done(rows[-1])} of epoch {rows[-1]['epoch']}"
+        text = f"{text} and {part}" if whole else part
+    return text
 
 
 def best_epoch(rows: list[dict[str, Any]]) -> int | None:
@@ -103,11 +127,14 @@ def table(rows: list[dict[str, Any]], title: str | None = None, compact: bool = 
     from rich.table import Table
 
     best = best_epoch(rows)
-    cells = [[str(r["epoch"]), _fmt(r.get("steps"), "{:,}"), _fmt(r["train_loss"], "{:.4f}"),
+    cells = [[epoch_label(r), _fmt(r.get("steps"), "{:,}"), _fmt(r["train_loss"], "{:.4f}"),
               _fmt(r["train_bpc"], "{:.3f}"), _fmt(r.get("val_loss"), "{:.4f}"), _fmt(r.get("val_bpc"), "{:.3f}"),
               _fmt(r.get("chars_per_sec"), "{:,.0f}"), _fmt(r.get("seconds"), "{:,.1f}"), _fmt(r.get("lr"), "{:.3g}"),
               "*" if r["epoch"] == best else ""] for r in rows]
-    t = Table(title=title, caption="loss in nats per token, bpc in bits per character; * the best snapshot",
+    caption = "loss in nats per token, bpc in bits per character; * the best snapshot"
+    if rows and rows[-1].get("partial"):
+        caption += "; (%): the part of an epoch done when the budget ended"
+    t = Table(title=title, caption=caption,
               **({"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True} if compact else {}))
     names = ("epoch", "steps", "train loss", "train bpc", "val loss", "val bpc", "chars/s", "seconds", "lr", "best")
     for i, name in enumerate(names):

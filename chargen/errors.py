@@ -26,7 +26,14 @@ class VocabularyError(ChargenError):
 
 
 class TrainingInterrupted(ChargenError):
-    """Ctrl-C: a resumable checkpoint was saved at the end of the current step."""
+    """Ctrl-C, SIGTERM or SIGHUP (or StepEnd.stop()): a resumable checkpoint was saved at the end of the step.
+
+    `signum` is the signal (None for a stop a callback asked for); `resume_command` continues the run.
+    """
+
+    def __init__(self, message: str, signum: int | None = None, resume_command: str | None = None):
+        super().__init__(message)
+        self.signum, self.resume_command = signum, resume_command
 
 
 class TrainingDiverged(ChargenError):

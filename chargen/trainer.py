@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
-import sys
 from collections import abc
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -26,22 +25,26 @@ import numpy as np
 
 from chargen import checkpoint as ckpt
 from chargen import memory
+from chargen.budget import DEFAULT_EPOCHS
 from chargen.checkpoint import check_name, default_name
 from chargen.config import ModelConfig, TrainConfig, flag
 from chargen.corpus import check_source, read_text
 from chargen.distributed import Engine, worker_run_dir
 from chargen.errors import (CheckpointError, ConfigError, CorpusError, TrainingDiverged,  # noqa: F401 (re-exported)
                             TrainingInterrupted, VocabularyError)
-from chargen.loop import EpochEnd, StepEnd, TrainResult, split_callbacks  # noqa: F401 (re-exported)
+from chargen.hooks import EpochEnd, StepEnd, TrainResult, split_callbacks  # noqa: F401 (re-exported)
 from chargen.loop import TrainingLoop as _Loop
 from chargen.paths import check_path
-from chargen.precision import describe, gpu_visible, lstm_kernel, training_precision
+from chargen.precision import gpu_visible, lstm_kernel, training_precision
 from chargen.runlock import RunLock, refuse_if_locked
 from chargen.streams import Streams, split
 from chargen.tokenizer import build_tokenizer
+from chargen.trainlog import TrainLog
 
-# --distribute only changes where the arithmetic runs, not what it computes, so it may change too.
-CHANGEABLE_ON_RESUME = ("epochs", "distribute")
+# The budget may change on resume (a new one replaces the old: chargen/budget.py), and so may how often
+# snapshots are written; --distribute only changes where the arithmetic runs, not what it computes.
+BUDGETS = ("epochs", "steps", "minutes")
+CHANGEABLE_ON_RESUME = BUDGETS + ("save_every", "distribute")
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -68,8 +71,8 @@ class RunPlan:
 
 
 def check_train_args(corpus: Any, *, name: Any = None, root: Any = "checkpoints", resume: Any = False,
-                     overwrite: Any = False, progress: Any = None, log: Any = None, callbacks: Any = (),
-                     **options: Any) -> RunPlan:
+                     overwrite: Any = False, progress: Any = None, log: Any = None, log_every: Any = 60.0,
+                     log_format: Any = "text", callbacks: Any = (), **options: Any) -> RunPlan:
     """Every check train() can make before TensorFlow loads and before anything is written.
 
     TypeError for a wrongly typed argument, ConfigError for a bad option (or a model too big
@@ -83,10 +86,7 @@ def check_train_args(corpus: Any, *, name: Any = None, root: Any = "checkpoints"
     for arg, value in (("resume", resume), ("overwrite", overwrite)):
         if not isinstance(value, bool):
             raise TypeError(f"{arg} must be True or False, got {value!r}")
-    if progress is not None and not isinstance(progress, bool):
-        raise TypeError(f"progress must be True, False or None (a bar on a terminal), got {progress!r}")
-    if log is not None and not callable(log):
-        raise TypeError(f"log must be a function taking a line of text, or None, got {type(log).__name__}")
+    TrainLog.choose(progress, log, log_every, log_format)  # TypeError / ConfigError for what it cannot show
     if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, abc.Sequence):
         raise TypeError(f"callbacks must be a list (empty for none), got {type(callbacks).__name__}")
     split_callbacks(callbacks)  # each one callable or with on_step_end/on_epoch_end
@@ -121,32 +121,44 @@ def check_memory(mcfg: ModelConfig, tcfg: TrainConfig) -> None:
 
 def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str | os.PathLike[str] = "checkpoints",
           resume: bool = False, overwrite: bool = False, progress: bool | None = None,
-          log: Callable[[str], None] | None = None,
+          log: Callable[[str], None] | None = None, log_every: float = 60.0, log_format: str = "text",
           callbacks: Sequence[Any] = (), **options: Any) -> TrainResult:
     """Train on a whole book and write checkpoints to `root/name` (name defaults to the book's stem).
 
     `options` are ModelConfig / TrainConfig fields (epochs=5, units=(256, 256), seed=1, ...).
-    With resume=True training continues from `last` exactly where it stopped (only `epochs`
-    and `distribute` may be changed). distribute="mirrored" trains on every GPU of this machine,
-    "multiworker" on the machines TF_CONFIG lists (chargen/distributed.py). Each of `callbacks`
-    is called with an `EpochEnd` after every epoch's snapshot is saved; an object with
-    `on_step_end` / `on_epoch_end` methods gets a `StepEnd` after every step and/or the
-    `EpochEnd` (`StepEnd.stop()` stops the run after that step, saved as a Ctrl-C is). Returns the run folder
-    and the per-epoch history.
+    The budget is one of `epochs` (default 10), `steps` or `minutes` (chargen/budget.py); a step
+    or time budget may end mid-epoch, which validates, saves a resumable snapshot and returns
+    normally (the history's last row then has "partial": True). A resumable snapshot is also
+    written every `save_every` minutes (default 30). With resume=True training continues from
+    `last` exactly where it stopped (only the budget, `save_every` and `distribute` may change).
+    distribute="mirrored" trains on every GPU of this machine, "multiworker" on the machines
+    TF_CONFIG lists (chargen/distributed.py).
+
+    What the run prints (chargen/trainlog.py): `progress=True` shows a bar on stderr, `False`
+    none, and None (the default) one when stderr is a terminal. Without a bar, lines are printed
+    instead: what is used, a progress line every `log_every` seconds (0: every step), every
+    epoch; to `log` (a function given each line) or else to stderr, so a program run under
+    nohup or a scheduler gets a readable log by default. progress=False without `log` prints
+    nothing. `log_format="json"` makes each line one JSON object with an "event" field.
+
+    Each of `callbacks` is called with an `EpochEnd` after every epoch's snapshot is saved; an
+    object with `on_step_end` / `on_epoch_end` methods gets a `StepEnd` after every step and/or
+    the `EpochEnd` (`StepEnd.stop()` stops the run after that step, saved as a Ctrl-C is). Ctrl-C,
+    SIGTERM and SIGHUP (in the main thread) finish the step, save, and raise TrainingInterrupted.
+    Returns the run folder and the per-epoch history.
 
     Only one process trains a run at a time: another train() of the same run (resume and
     overwrite included) is refused at once with RunLockedError naming the process. With
     overwrite=True the old run stays as it was until the new one has saved a complete snapshot.
     """
     plan = check_train_args(corpus, name=name, root=root, resume=resume, overwrite=overwrite, progress=progress,
-                            log=log, callbacks=callbacks, **options)
-    show = sys.stderr.isatty() if progress is None else progress
-    say = log or ((lambda s: print(s, file=sys.stderr)) if show else (lambda s: None))
+                            log=log, log_every=log_every, log_format=log_format, callbacks=callbacks, **options)
+    trainlog = TrainLog.choose(progress, log, log_every, log_format)
     with RunLock(plan.run_dir):  # before anything is read from or written to the run, until the run ends
-        return _train_locked(corpus, plan, resume, overwrite, show, say, callbacks)
+        return _train_locked(corpus, plan, resume, overwrite, trainlog, callbacks)
 
 
-def _train_locked(corpus, plan: RunPlan, resume: bool, overwrite: bool, show: bool, say, callbacks) -> TrainResult:
+def _train_locked(corpus, plan: RunPlan, resume: bool, overwrite: bool, trainlog: TrainLog, callbacks) -> TrainResult:
     run_dir, m_opts, t_opts = plan.run_dir, plan.model_options, plan.train_options
     ckpt.check_snapshots_folder(run_dir)
     exists = (run_dir / "last").exists()
@@ -164,6 +176,8 @@ def _train_locked(corpus, plan: RunPlan, resume: bool, overwrite: bool, show: bo
                                   "--name NAME for a new one, or --overwrite to replace it")
         snap = None
         tcfg = TrainConfig(**t_opts).validate()
+        if all(getattr(tcfg, b) is None for b in BUDGETS):
+            tcfg = replace(tcfg, epochs=DEFAULT_EPOCHS)  # recorded, like the seed
         if tcfg.seed is None:
             tcfg = replace(tcfg, seed=secrets.randbelow(2**31))
         if tcfg.tokenizer == "bpe" and tcfg.bpe_vocab is None:
@@ -172,11 +186,11 @@ def _train_locked(corpus, plan: RunPlan, resume: bool, overwrite: bool, show: bo
             tcfg = replace(tcfg, bpe_vocab=DEFAULT_VOCAB)  # recorded, like the seed
         mcfg = ModelConfig(**{"vocab_size": 1, **m_opts}).validate()  # vocab set below, from the text
     engine = Engine(tcfg.distribute, tcfg.batch_size)  # early: refuses a batch the replicas cannot share
+    precision_why = "as the run started"
     if tcfg.precision == "auto" or snap is None:  # auto -> what it chose, recorded so a resume keeps it
         gpu = gpu_visible()
-        precision, why = training_precision(tcfg, mcfg.units, lstm_kernel(tcfg, gpu), gpu)
+        precision, precision_why = training_precision(tcfg, mcfg.units, lstm_kernel(tcfg, gpu), gpu)
         tcfg = replace(tcfg, precision=precision)
-        say(describe(precision, why))
 
     text = read_text(corpus)
     if snap is None:
@@ -201,10 +215,11 @@ def _train_locked(corpus, plan: RunPlan, resume: bool, overwrite: bool, show: bo
                               "and settings, or retrain")
 
     ckpt.prepare_run_dir(run_dir)
-    loop = _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, show, say, callbacks, engine)
+    loop = _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, trainlog, callbacks, engine)
     loop.resume_command = resume_command(corpus, plan.named_dir)
     loop.book = book
     loop.replaces_run = exists and overwrite and not resume  # the old run stays until the first snapshot
+    loop.precision_why = precision_why
     return loop.run()
 
 
@@ -224,9 +239,12 @@ def _resume_configs(snap: ckpt.Snapshot, m_opts: dict, t_opts: dict) -> tuple[Mo
                 continue
             if key not in CHANGEABLE_ON_RESUME and value is not None and getattr(cfg, key) != value:
                 raise ConfigError(f"{flag(key)} {value!r} differs from the checkpoint's {getattr(cfg, key)!r}; "
-                                  "a resumed run keeps its settings (only --epochs and --distribute may change)")
+                                  "a resumed run keeps its settings (only --epochs, --steps, --minutes, "
+                                  "--save-every and --distribute may change)")
     tcfg = snap.train
     changes = {key: t_opts[key] for key in CHANGEABLE_ON_RESUME if t_opts.get(key) is not None}
+    if any(key in changes for key in BUDGETS):  # a new budget replaces the old one
+        changes = {**{key: None for key in BUDGETS}, **changes}
     if changes:
         tcfg = replace(tcfg, **changes).validate()
     return snap.model, tcfg

@@ -64,5 +64,36 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(str(path))
 
 
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, small_text):
+    """make(**options) -> the `last` snapshot of an uninterrupted run on small_text with TINY and `options`,
+    trained once per session: what an interrupted and resumed run must equal."""
+    import chargen
+
+    made = {}
+
+    def make(**options):
+        key = tuple(sorted(options.items()))
+        if key not in made:
+            d = tmp_path_factory.mktemp("reference")
+            (d / "book.txt").write_text(small_text, encoding="utf-8")
+            result = chargen.train(d / "book.txt", root=d / "ck", progress=False, **{**TINY, **options})
+            made[key] = (result.run_dir / "last").resolve()
+        return made[key]
+    return make
+
+
+@pytest.fixture()
+def step_clock(monkeypatch):
+    """The loop's clock made to read one second per training step (runs.StepClock; pass it as a callback too):
+    time budgets and --save-every then count steps, whatever the machine's speed."""
+    from chargen import loop
+    from runs import StepClock
+
+    clock = StepClock()
+    monkeypatch.setattr(loop, "clock", clock)
+    return clock
+
+
 def pytest_report_header(config):
     return f"python {sys.version.split()[0]}, shared corpora: {SHARED / 'corpora'}"

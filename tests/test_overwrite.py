@@ -64,7 +64,7 @@ def old_run(tmp_path, trained_once):
 def test_an_overwrite_that_diverges_leaves_the_old_run_unchanged(tmp_path, old_run):
     run, before, text = old_run
     line = one_line(cli("train", "book.txt", "--root", "ck", "--overwrite", "--lr", "1e30", "--clip", 0,
-                        "--epochs", 2, "--seed", 1, *TINY_FLAGS, cwd=tmp_path))
+                        "--epochs", 2, "--seed", 1, "--quiet", *TINY_FLAGS, cwd=tmp_path))
     assert "training diverged" in line and "nothing was saved and the run it was to replace is unchanged" in line
     assert _tree(run) == before  # links, snapshots and the run's copies, byte for byte
     assert _sample(tmp_path) == text

@@ -23,6 +23,7 @@ from chargen import trainer as train_mod
 from chargen.errors import CheckpointError
 from chargen.trainer import TrainingDiverged
 
+import runs
 from conftest import ROOT, TINY
 
 TINY_FLAGS = ["--units", ",".join(map(str, TINY["units"])), "--embed", TINY["embed"],
@@ -72,19 +73,19 @@ def _weights(snapshot):
 
 # ------------------------------------------------------------------ 1. Ctrl-C
 
-def test_ctrl_c_saves_at_the_end_of_the_step_and_the_printed_resume_command_finishes(tmp_path, small_text):
+def test_ctrl_c_saves_at_the_end_of_the_step_and_the_printed_resume_command_finishes(tmp_path, small_text,
+                                                                                      reference_run):
     _book(tmp_path, small_text)
-    run = tmp_path / "ck" / "run"
-    p = popen("train", "book.txt", "--name", "run", "--root", "ck", "--epochs", 4, "--seed", 1, *TINY_FLAGS,
-              cwd=tmp_path)
-    wait_for(lambda: (run / "config.json").exists(), p, "the run started")
-    time.sleep(0.5)  # the first step (which compiles) is under way
+    run, log = tmp_path / "ck" / "run", tmp_path / "train.log"
+    p = runs.start("train", "book.txt", "--name", "run", "--root", "ck", "--epochs", 3, "--seed", 1, "--log-every", 0,
+                   *TINY_FLAGS, cwd=tmp_path, log=log)
+    runs.wait_for_line(p, log, runs.PROGRESS)  # training is under way
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=300)
-    line = one_line(subprocess.CompletedProcess(p.args, p.returncode, "", err), code=130)
+    rc = p.wait(timeout=300)
+    line = runs.last_line(log.read_text(), rc, 130)
     progress = json.loads((run / "last" / "progress.json").read_text())
-    assert progress["epoch"] < 4 and (progress["epoch"], progress["step"]) != (0, 0)  # the step in flight finished
-    assert f"interrupted at epoch {progress['epoch'] + 1}, step {progress['step']}" in line
+    assert progress["epoch"] < 3 and (progress["epoch"], progress["step"]) != (0, 0)  # the step in flight finished
+    assert line.startswith(f"chargen: interrupted at epoch {progress['epoch'] + 1}, step {progress['step']}; ")
 
     command = line.split("Resume with: ", 1)[1]
     assert command == "chargen train book.txt --name run --root ck --resume"
@@ -92,12 +93,10 @@ def test_ctrl_c_saves_at_the_end_of_the_step_and_the_printed_resume_command_fini
     r = cli(*argv[1:], cwd=tmp_path)  # exactly what the message says, from the same folder
     assert r.returncode == 0, r.stderr
     history = [json.loads(s) for s in (run / "history.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
     assert len(chargen.load(run).generate("the ", 10, temperature=0)) == 10
     # interrupted mid-epoch and resumed == never interrupted
-    ref = chargen.train(tmp_path / "book.txt", root=tmp_path / "ref", epochs=4, seed=1, progress=False, **TINY)
-    for a, b in zip(_weights(ref.run_dir / "last"), _weights(run / "last")):
-        np.testing.assert_array_equal(a, b)
+    runs.assert_same_run(reference_run(epochs=3, seed=1), (run / "last").resolve())
 
 
 def test_resume_command_names_the_book_and_a_non_default_root(tmp_path):
@@ -327,8 +326,8 @@ def test_divergence_stops_and_keeps_the_last_good_snapshot(tmp_path, small_text,
 
 def test_exploding_loss_at_the_command_line(tmp_path, small_text):
     _book(tmp_path, small_text)
-    line = one_line(cli("train", "book.txt", "--lr", "1e30", "--clip", 0, "--epochs", 2, "--seed", 1, *TINY_FLAGS,
-                        cwd=tmp_path))
+    r = cli("train", "book.txt", "--lr", "1e30", "--clip", 0, "--epochs", 2, "--seed", 1, *TINY_FLAGS, cwd=tmp_path)
+    line = runs.last_line(r.stderr, r.returncode, 2)  # after the log's first line, which says what was used
     assert "training diverged: the loss became" in line and "lower --lr" in line
     assert not (tmp_path / "checkpoints" / "book" / "last").exists()
 

@@ -46,7 +46,7 @@ class StopAfter(Losses):
 
 def _snapshot(run):
     snap = ckpt.read_snapshot(ckpt.snapshot_dir(run, "last"))
-    progress = dict(snap.progress)
+    progress = {k: v for k, v in snap.progress.items() if k not in CLOCK}  # "seconds": training time used
     progress["partial"] = {k: v for k, v in progress["partial"].items() if k != "seconds"}
     history = [{k: v for k, v in h.items() if k not in CLOCK} for h in snap.history]
     return snap, progress, history
