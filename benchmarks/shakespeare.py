@@ -3,6 +3,7 @@
     python benchmarks/shakespeare.py --minutes 10            # the recommended CPU recipe: defaults, 3 epochs
     python benchmarks/shakespeare.py --minutes 12 --units 512,512
     python benchmarks/shakespeare.py --minutes 12 --units 512,512 --lr-decay none
+    python benchmarks/shakespeare.py --minutes 10 --cell gru        # the GRU on the same budget
 
 Trains one run of --epochs epochs (default 3: what fits 10 minutes at 2x448 on 2 cores) with
 chargen's defaults unless overridden; the default cosine learning-rate curve spans the whole run,
@@ -30,6 +31,7 @@ SHAKESPEARE = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--cell", default="lstm", choices=("lstm", "gru"), help="the recurrent cell (default lstm)")
     ap.add_argument("--units", default=None)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--seq-len", type=int, default=None)
@@ -44,6 +46,7 @@ def main() -> None:
 
     opts = {k: v for k, v in dict(batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
                                   lr_decay=args.lr_decay).items() if v}
+    opts["cell"] = args.cell
     if args.units:
         opts["units"] = tuple(int(u) for u in args.units.split(","))
     budget = args.minutes * 60
@@ -64,7 +67,7 @@ def main() -> None:
         t0 = time.perf_counter()
         chargen.train(SHAKESPEARE, root=root, name="bench", epochs=args.epochs, seed=1, progress=False,
                       callbacks=[lambda info: seen(info.record, time.perf_counter() - t0)], **opts)
-    print(f"best val loss within {args.minutes:g} min: {best:.4f} nats "
+    print(f"{args.cell}: best val loss within {args.minutes:g} min: {best:.4f} nats "
           f"({best / 0.693147:.3f} bpc); target <= 1.50 nats: {'met' if best <= 1.5 else 'not met'}")
     for level in (2.0, 1.8, 1.6):
         when = f"{crossed[level] / 60:.1f} min" if level in crossed else "not reached"

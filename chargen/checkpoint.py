@@ -34,6 +34,7 @@ import numpy as np
 
 from chargen.config import ModelConfig, TrainConfig, from_dict, to_dict
 from chargen.errors import CheckpointError, ConfigError
+from chargen.net.layout import weight_shapes
 from chargen.npz import read_npz, write_npz
 from chargen.paths import check_path, file_mode, folder_mode
 from chargen.tokenizer import Tokenizer, read_tokenizer_file, tokenizer_from_str
@@ -441,21 +442,11 @@ def _non_negative(x: Any) -> bool:
     return type(x) in (int, float) and math.isfinite(x) and x >= 0
 
 
-def weight_shapes(cfg: ModelConfig) -> list[tuple[int, ...]]:
-    """The shapes of get_weights() for a config: embedding, (kernel, recurrent, bias) per layer, dense."""
-    shapes: list[tuple[int, ...]] = [(cfg.vocab_size, cfg.embed)]
-    inputs = cfg.embed
-    for u in cfg.units:
-        shapes += [(inputs, 4 * u), (u, 4 * u), (4 * u,)]
-        inputs = u
-    return shapes + [(inputs, cfg.vocab_size), (cfg.vocab_size,)]
-
-
 def check_weights(cfg: ModelConfig, weights: list[np.ndarray], where: Path) -> None:
     """Refuse weights that do not fit the config (checked before any model is built) or are not finite floats."""
     expected, got = weight_shapes(cfg), [tuple(w.shape) for w in weights]
     if expected != got:
-        raise CheckpointError(f"{where}: the arrays do not fit the model config.json describes (vocabulary "
+        raise CheckpointError(f"{where}: the arrays do not fit the model config.json describes ({cfg.cell}, vocabulary "
                               f"{cfg.vocab_size}, embed {cfg.embed}, units {list(cfg.units)}): expected shapes "
                               f"{expected}, found {got}; the files do not belong together")
     for i, w in enumerate(weights):

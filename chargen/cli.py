@@ -39,25 +39,26 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         said = "(default:" in f.metadata["help"]  # a help text that explains its own default
         allowed = f.metadata.get("choices")  # argparse refuses anything else, and --help shows them as {a,b}
-        parser.add_argument(flag, dest=f.name, type=kind, default=None, choices=allowed,
+        parser.add_argument(flag, *f.metadata.get("aliases", ()), dest=f.name, type=kind, default=None, choices=allowed,
                             metavar=None if allowed else flag[2:].replace("-", "_").upper(),
                             help=f.metadata["help"] + ("" if said else f" (default: {shown})"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="chargen", description="Character-level text generation with stateful LSTMs.")
+    p = _Parser(prog="chargen", description="Character-level text generation with stateful LSTMs or GRUs.")
     p.add_argument("--version", action="version", version=f"chargen {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="learn a whole book (a UTF-8 file, a folder of .txt files, or - for stdin)",
-                       description="Learn a whole book with stateful LSTM layers and save checkpoints in --root/--name. "
-                                   "BOOK is a UTF-8 text file, a folder of .txt files (read in name order, joined by "
-                                   "newlines), or - to read standard input. The last part of the text (--val-fraction) "
+                       description="Learn a whole book with stateful LSTM (or --cell gru) layers and save checkpoints "
+                                   "in --root/--name. BOOK is a UTF-8 text file, a folder of .txt files (read in name "
+                                   "order, joined by newlines), or - to read standard input. The last part of the text "
+                                   "(--val-fraction) "
                                    "is held out for validation; `best` and `last` snapshots are kept. Ctrl-C saves a "
                                    "checkpoint that --resume continues.")
     t.add_argument("book", metavar="BOOK", help="the text to learn: a file, a folder of .txt files, or - for stdin")
     _add_fields(t, ModelConfig)
-    t.add_argument("--layers", type=int, default=None, help="number of LSTM layers, with one --units number")
+    t.add_argument("--layers", type=int, default=None, help="number of recurrent layers, with one --units number")
     _add_fields(t, TrainConfig)
     t.add_argument("--name", help="checkpoint folder name under --root (default: the book's file name)")
     t.add_argument("--root", default="checkpoints", help="where checkpoints go (default: checkpoints)")
@@ -109,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="write a checkpoint as a single-step SavedModel or TFLite model for other runtimes, "
                                       "or as a web page that generates in the browser",
-                       description="Write a checkpoint as a batch-1 model that takes one character id and the LSTM "
-                                   "state and returns the next logits and the new state, for any TensorFlow runtime "
+                       description="Write a checkpoint as a batch-1 model that takes one character id and the "
+                                   "recurrent state and returns the next logits and the new state, for any TensorFlow runtime "
                                    "(a SavedModel folder) or TFLite, with tokenizer.json and chargen_export.json "
                                    "beside it, or as a static web page that generates in the browser (docs/web.md). "
                                    "The export is checked against chargen's own step before it is put in place.")
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="bits per character of a checkpoint on a text, next to gzip, bz2 and lzma",
                        description="Score a checkpoint on a text in bits per character (lower is better), beside what "
                                    "gzip, bz2 and lzma need for the same text. The text is split into --batch-size "
-                                   "contiguous streams that carry their LSTM state from step to step, as in training.")
+                                   "contiguous streams that carry their recurrent state from step to step, as in training.")
     e.add_argument("book", help="the text to score: a UTF-8 file, a folder of .txt files, or - for stdin")
     e.add_argument("--checkpoint", default=None, help="run name under --root or a folder (default: the newest run)")
     e.add_argument("--which", choices=("best", "last"), default="best", help="snapshot to score (default: best)")

@@ -1,16 +1,17 @@
 """Export a checkpoint as a batch-1, single-step model that any TensorFlow runtime can stream with.
 
-The exported function takes one character id and the LSTM state as plain tensors and returns
-the next-character logits and probabilities plus the new state, under the same names:
+The exported function takes one character id and the state as plain tensors and returns the
+next-character logits and probabilities plus the new state, under the same names:
 
-    inputs   token (1,) int32, h0 c0 h1 c1 ... (1, units) float32
+    inputs   token (1,) int32, h0 c0 h1 c1 ... (1, units) float32     (the GRU: h0 h1 ...)
     outputs  logits (1, V), probs (1, V), h0 c0 h1 c1 ... (1, units) float32
 
 so a caller streams by copying the state outputs back into the inputs; zeros are the start
 state. There are no state variables inside: the caller owns the state, which is what lets a
-server keep one per user, or a phone app pause and resume. The maths is the numpy engine's
-(`chargen.sampling.NumpyLSTM`, Keras gate order i, f, c, o) built from the same arrays, and
-every export is checked against it before it is put in place.
+server keep one per user, or a phone app pause and resume. Each layer's step is its cell's
+TensorFlow step (`tf_step`, chargen/net/<cell>.py), on the arrays of the numpy engine
+(chargen.net.numpy_engine), and every export is checked against that engine before it is put in
+place.
 
     OUT/  saved_model.pb variables/ ...   (savedmodel)   or   model.tflite   (tflite)
           tokenizer.json                  the checkpoint's, byte for byte
@@ -39,7 +40,9 @@ import numpy as np
 from chargen import checkpoint as ckpt
 from chargen.errors import ConfigError, ExportError
 from chargen.paths import check_path, folder_mode
-from chargen.sampling import NumpyLSTM
+from chargen.net import get_cell
+from chargen.net.cell import Cell
+from chargen.net.numpy_engine import NumpyEngine
 from chargen.tokenizer import start_token
 
 FORMAT = "chargen-export"
@@ -51,9 +54,9 @@ MANIFEST = "chargen_export.json"
 TFLITE_FILE = "model.tflite"
 
 
-def state_names(layers: int) -> list[tuple[str, str]]:
-    """The (h, c) input and output names per LSTM layer: [("h0", "c0"), ("h1", "c1"), ...]."""
-    return [(f"h{i}", f"c{i}") for i in range(layers)]
+def state_names(cell: Cell, layers: int) -> list[list[str]]:
+    """The state's input and output names per layer: [["h0", "c0"], ["h1", "c1"], ...] ([["h0"], ["h1"]] for a GRU)."""
+    return [[f"{name}{i}" for name in cell.state] for i in range(layers)]
 
 
 def default_out(run: Path, format: str) -> Path:
@@ -94,14 +97,14 @@ def export(checkpoint: str | os.PathLike[str] | None = None, out: str | os.PathL
 
             export_web.write(tmp, snap, _manifest_head(snap, run, which, format), MANIFEST)
         else:
-            stepper = _numpy_stepper(snap.weights, len(snap.model.units))
-            module = _step_module(stepper, snap.model.units)
+            stepper = NumpyEngine.from_weights(snap.model, snap.weights)
+            module = _step_module(stepper)
             if format == "savedmodel":
                 _write_savedmodel(module, tmp)
             else:
                 (tmp / TFLITE_FILE).write_bytes(_to_tflite(module))
             (tmp / MANIFEST).write_text(_manifest(snap, run, which, format), encoding="utf-8")
-            _check_against_numpy(tmp, format, stepper, snap.model.units, snap.model.vocab_size)
+            _check_against_numpy(tmp, format, stepper, snap.model.vocab_size)
         _fsync_tree(tmp)
         _put_in_place(tmp, out, overwrite)
     except OSError as e:
@@ -116,51 +119,36 @@ def export(checkpoint: str | os.PathLike[str] | None = None, out: str | os.PathL
 
 # ---------------------------------------------------------------- the model
 
-def _numpy_stepper(weights: list[np.ndarray], layers: int) -> NumpyLSTM:
-    # get_weights() order (checkpoint.weight_shapes): embedding, (kernel, recurrent, bias) per layer, dense
-    per_layer = [tuple(weights[1 + 3 * i: 4 + 3 * i]) for i in range(layers)]
-    return NumpyLSTM(weights[0], per_layer, weights[-2], weights[-1])
+def _step_module(engine: NumpyEngine, rows: int | None = 1):
+    """A tf.Module holding the engine's arrays as (non-trainable) variables, with `step` as a tf.function.
 
-
-def _step_module(stepper: NumpyLSTM, units: tuple[int, ...], rows: int | None = 1):
-    """A tf.Module holding the arrays as (non-trainable) variables, with `step` as a tf.function.
-
-    `rows` is the batch of the step's signature: 1 for an export, None (any number of rows, set
-    by the runtime) for chargen's own int8 engine (chargen/quantized.py).
+    Each layer steps with its cell's `tf_step`. `rows` is the batch of the step's signature: 1 for
+    an export, None (any number of rows, set by the runtime) for chargen's own int8 engine
+    (chargen/quantized.py).
     """
     import tensorflow as tf
 
-    names = state_names(len(units))
+    cell, names = engine.cell, state_names(engine.cell, len(engine.units))
     specs = [tf.TensorSpec((rows,), tf.int32, name="token")]
-    for (h, c), u in zip(names, units):
-        specs += [tf.TensorSpec((rows, u), tf.float32, name=h), tf.TensorSpec((rows, u), tf.float32, name=c)]
+    for layer_names, u in zip(names, engine.units):
+        specs += [tf.TensorSpec((rows, u), tf.float32, name=n) for n in layer_names]
 
     class CharStep(tf.Module):
         def __init__(self):
             super().__init__(name="chargen_step")
             var = lambda a, n: tf.Variable(a, trainable=False, name=n)  # noqa: E731
-            self.first_table = var(stepper.first_table, "first_table")  # id -> layer-0 input pre-activations
-            self.first_rec = var(stepper.first_rec, "first_recurrent")
-            self.stacked = [(var(k, f"stacked_kernel_{i + 1}"), var(b, f"bias_{i + 1}"))
-                            for i, (k, b) in enumerate(stepper.stacked)]
-            self.dense_kernel = var(stepper.dense_kernel, "dense_kernel")
-            self.dense_bias = var(stepper.dense_bias, "dense_bias")
+            self.layers = [{k: var(a, f"{cell.name}_{i}_{k}") for k, a in layer.arrays().items()}
+                           for i, layer in enumerate(engine.layers)]
+            self.dense_kernel = var(engine.dense_kernel, "dense_kernel")
+            self.dense_bias = var(engine.dense_bias, "dense_bias")
 
         @tf.function(input_signature=specs)
         def step(self, token, *state):
-            out, x = {}, None
-            for i, (hn, cn) in enumerate(names):
-                h, c = state[2 * i], state[2 * i + 1]
-                if i == 0:
-                    z = tf.gather(self.first_table, token) + tf.matmul(h, self.first_rec)
-                else:
-                    kernel, bias = self.stacked[i - 1]
-                    z = tf.matmul(tf.concat([x, h], axis=1), kernel) + bias
-                i_g, f_g, g, o_g = tf.split(z, 4, axis=1)  # Keras gate order: input, forget, cell, output
-                c = tf.sigmoid(f_g) * c + tf.sigmoid(i_g) * tf.tanh(g)
-                h = tf.sigmoid(o_g) * tf.tanh(c)
-                out[hn], out[cn] = h, c
-                x = h
+            out, x, k = {}, token, len(cell.state)
+            for i, (arrays, layer_names) in enumerate(zip(self.layers, names)):
+                new = cell.tf_step(arrays, x, state[k * i:k * (i + 1)])
+                out.update(zip(layer_names, new))
+                x = new[0]
             logits = tf.matmul(x, self.dense_kernel) + self.dense_bias
             return {"logits": logits, "probs": tf.nn.softmax(logits), **out}
 
@@ -193,7 +181,7 @@ def _manifest_head(snap: ckpt.Snapshot, run: Path, which: str, format: str) -> d
     cfg = snap.model
     return {
         "format": FORMAT, "version": VERSION, "model_format": format,
-        "units": list(cfg.units), "embed": cfg.embed, "vocab_size": cfg.vocab_size,
+        "cell": cfg.cell, "units": list(cfg.units), "embed": cfg.embed, "vocab_size": cfg.vocab_size,
         "tokenizer": snap.tokenizer.kind,
         # token id i is chars[i] (with BPE a token's text can be several characters); tokenizer.json holds the same
         "chars": list(snap.tokenizer.tokens),
@@ -207,13 +195,14 @@ def _manifest_head(snap: ckpt.Snapshot, run: Path, which: str, format: str) -> d
 def _manifest(snap: ckpt.Snapshot, run: Path, which: str, format: str) -> str:
     cfg = snap.model
     tensor = lambda shape, dtype="float32": {"shape": list(shape), "dtype": dtype}  # noqa: E731
-    state = {n: tensor((1, u)) for (h, c), u in zip(state_names(len(cfg.units)), cfg.units) for n in (h, c)}
+    names = state_names(get_cell(cfg.cell), len(cfg.units))
+    state = {n: tensor((1, u)) for layer_names, u in zip(names, cfg.units) for n in layer_names}
     doc = {
         **_manifest_head(snap, run, which, format),
         "model_file": TFLITE_FILE if format == "tflite" else ".", "signature": SIGNATURE,
         "inputs": {"token": tensor((1,), "int32"), **state},
         "outputs": {"logits": tensor((1, cfg.vocab_size)), "probs": tensor((1, cfg.vocab_size)), **state},
-        "state": [list(pair) for pair in state_names(len(cfg.units))],
+        "state": names,
         "usage": "start with zero state; feed one token and the state, sample from probs, then pass "
                  "the outputs named in 'state' back in as the inputs of the same names",
     }
@@ -252,13 +241,12 @@ def _load_step(folder: Path, format: str):
     return tf.saved_model.load(str(folder)).signatures[SIGNATURE]
 
 
-def _check_against_numpy(folder: Path, format: str, stepper: NumpyLSTM, units: tuple[int, ...],
-                         vocab_size: int, steps: int = 8) -> None:
+def _check_against_numpy(folder: Path, format: str, stepper: NumpyEngine, vocab_size: int, steps: int = 8) -> None:
     """Load what was written and stream a few tokens through it and through the numpy engine."""
     step = _load_step(folder, format)
-    names = state_names(len(units))
-    state = [(np.zeros((1, u), np.float32), np.zeros((1, u), np.float32)) for u in units]
-    feed = {n: a for (hn, cn), (h, c) in zip(names, state) for n, a in ((hn, h), (cn, c))}
+    names = state_names(stepper.cell, len(stepper.units))
+    state = stepper.zero_state(1)
+    feed = {n: a for layer_names, arrays in zip(names, state) for n, a in zip(layer_names, arrays)}
     for t in range(steps):
         token = np.array([(7 * t + 1) % vocab_size], np.int32)
         got = {k: np.asarray(v) for k, v in step(token=token, **feed).items()}
@@ -266,7 +254,7 @@ def _check_against_numpy(folder: Path, format: str, stepper: NumpyLSTM, units: t
         if not np.allclose(got["logits"], logits, atol=1e-4, rtol=1e-4):
             raise RuntimeError(f"the exported {format} model disagrees with chargen's numpy engine at step {t} "
                                f"(max |diff| {np.abs(got['logits'] - logits).max():.3g}); this is a bug")
-        feed = {n: got[n] for pair in names for n in pair}
+        feed = {n: got[n] for layer_names in names for n in layer_names}
 
 
 # ---------------------------------------------------------------- putting it in place

@@ -4,7 +4,7 @@ A model trained with batch B cannot take batch 1 (its state variables are (B, un
 Generator builds a batch-size-1 copy of the network, copies the weights in, and primes its
 state with the whole seed in one call. After that it feeds one token at a time: a character,
 or with a BPE vocabulary (`--tokenizer bpe`) a piece of text such as " the". The per-token
-steps run in numpy on the same weights (see `NumpyLSTM`): at batch 1 a step is
+steps run in numpy on the same weights (chargen.net.numpy_engine): at batch 1 a step is
 a few matrix-vector products, and skipping TensorFlow's per-call overhead makes it several
 times faster. Both paths agree to ~1e-6 (tested). With precision="int8" the per-token steps run
 on int8 weights instead (chargen/quantized.py: LiteRT, close to fp32 but not equal); the seed is
@@ -23,17 +23,20 @@ from chargen import checkpoint as ckpt
 from chargen import memory
 from chargen.config import ModelConfig, SampleConfig
 from chargen.errors import ConfigError
-from chargen.model import State, build_model, check_state, get_state, set_state, state_shapes
 from chargen.cores import Stepper
+from chargen.net import get_cell
+from chargen.net.layout import zero_state
+from chargen.net.model import State, build_model, check_state, get_state, set_state, state_shapes
+from chargen.net.numpy_engine import NumpyEngine
 from chargen.precision import generation_precision
-from chargen.quantized import Int8LSTM
-from chargen.sampling import NumpyLSTM, pick
+from chargen.quantized import Int8Engine
+from chargen.sampling import pick
 from chargen.stops import StopStrings
 from chargen.tokenizer import Tokenizer, check_unknown, known_text, start_token
 
 
 class Generator:
-    """A batch-size-1 stateful model that continues text. Holds one (h, c) per LSTM layer."""
+    """A batch-size-1 stateful model that continues text. Holds one state per layer: the LSTM's (h, c), the GRU's (h,)."""
 
     def __init__(self, model_config: ModelConfig, weights: list[np.ndarray], tokenizer: Tokenizer,
                  source: Path | None = None, precision: str = "fp32"):
@@ -41,21 +44,23 @@ class Generator:
         self.config, self.tokenizer, self.source = model_config, tokenizer, source
         self.model = build_model(model_config, batch_size=1, seq_len=None)
         ckpt.assign_weights(self.model, weights, source or Path("<weights>"))
+        self.cell = get_cell(model_config.cell)
         if precision == "int8":  # the same step interface, on int8 weights (converted once, then cached)
-            self.stepper = Int8LSTM.from_weights(self.model.get_weights(), model_config.units)
-        else:
-            self.stepper = Stepper(NumpyLSTM.from_keras(self.model))  # on two cores where two are ours and it pays
+            self.stepper = Int8Engine.from_weights(model_config, self.model.get_weights())
+        else:  # on two cores where two are ours and it pays
+            self.stepper = Stepper(NumpyEngine.from_weights(model_config, self.model.get_weights()))
         self._state = self.zero_state()
         self._logits: np.ndarray | None = None  # distribution over the next token, if known
 
     # ------------------------------------------------------------ state
 
     def zero_state(self, rows: int = 1) -> State:
-        return [(np.zeros((rows, u), np.float32), np.zeros((rows, u), np.float32)) for u in self.config.units]
+        """Per layer, the cell's state tensors (h, c or h) as zeros of shape (rows, units): the start of text."""
+        return zero_state(self.config.cell, self.config.units, rows)
 
     @property
     def state(self) -> State:
-        """Per layer (h, c), numpy float32 arrays of shape (1, units); a copy.
+        """Per layer the cell's state, (h, c) or (h,), numpy float32 arrays of shape (1, units); a copy.
 
         It is everything the Generator knows about the text so far: the next token's
         distribution is a function of the top layer's h. So `set_state(s)` with an `s` taken
@@ -65,11 +70,11 @@ class Generator:
         read, so the start token (newline) is fed before the first token is chosen. (A state
         that has read anything is never exactly zero.)
         """
-        return [(h.copy(), c.copy()) for h, c in self._state]
+        return [tuple(a.copy() for a in layer) for layer in self._state]
 
     def set_state(self, state: State) -> None:
         """Replace the state and continue from it; refuses the wrong layer count, shape, dtype or NaN with a StateError."""
-        self._take(check_state(state, state_shapes(self.config, 1)))
+        self._take(check_state(state, state_shapes(self.config, 1), self.cell.state))
 
     def reset(self) -> None:
         """Back to the start of text: zero state, the start token fed before the next token."""
@@ -78,7 +83,7 @@ class Generator:
     def _take(self, state: State) -> None:
         """Adopt `state` and the next-token logits it implies (none at the start of text)."""
         self._state = state
-        start = not any(h.any() or c.any() for h, c in state)
+        start = not any(a.any() for layer in state for a in layer)
         self._logits = None if start else self.stepper.logits(state[-1][0])[0]
 
     # ------------------------------------------------------------ feeding text
@@ -167,7 +172,7 @@ class Generator:
         try:
             self.prime(seed, unknown)
             logits = np.repeat(self.next_logits()[None, :], num_samples, axis=0)
-            state = [(np.repeat(h, num_samples, 0), np.repeat(c, num_samples, 0)) for h, c in self._state]
+            state = [tuple(np.repeat(a, num_samples, 0) for a in layer) for layer in self._state]
         finally:
             self._state, self._logits = saved
         tokens = self.tokenizer.tokens

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 import chargen
+from cells import CELLS
 from chargen.errors import ConfigError, StateError, VocabularyError
-from chargen.model import build_model, reset_state
+from chargen.net.model import build_model, reset_state
 from chargen.sampling import pick
 
 
@@ -13,12 +14,13 @@ def _softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
-@pytest.fixture()
-def gen(trained_run):
-    return chargen.load(trained_run.run_dir, which="last")
+@pytest.fixture(params=CELLS)
+def gen(trained_runs, request):
+    """The Generator of each cell's tiny trained run."""
+    return chargen.load(trained_runs(request.param).run_dir, which="last")
 
 
-def test_batch1_copy_matches_training_model_row0(trained_run, gen, small_text):
+def test_batch1_copy_matches_training_model_row0(gen, small_text):
     """Primed with a text, the sampler predicts what the training model predicts in row 0 from zero state."""
     train_cfg = gen.config
     t = 16
@@ -62,7 +64,8 @@ def test_state_api(gen):
     gen.reset()
     gen.prime("the state")
     saved = gen.state
-    assert [(h.shape, c.shape) for h, c in saved] == [((1, 24), (1, 24)), ((1, 16), (1, 16))]
+    k = len(gen.cell.state)  # the LSTM's (h, c), the GRU's (h,)
+    assert [tuple(a.shape for a in layer) for layer in saved] == [((1, 24),) * k, ((1, 16),) * k]
     first = gen.generate("", 30, temperature=0)
     gen.set_state(saved)
     assert gen.generate("", 30, temperature=0) != "" and gen.state is not saved
@@ -70,11 +73,13 @@ def test_state_api(gen):
     gen._logits = None
     gen.prime("")  # an empty seed keeps the state
     with pytest.raises(StateError, match=r"\(1, 24\)"):
-        gen.set_state([(np.zeros((4, 24), np.float32),) * 2, saved[1]])
+        gen.set_state([(np.zeros((4, 24), np.float32),) * k, saved[1]])
+    with pytest.raises(StateError, match=f"must be a tuple .* of {k} array"):
+        gen.set_state([saved[0] + saved[0][:1], saved[1]])  # one array too many
     with pytest.raises(StateError, match="expected 2 layers"):
         gen.set_state(saved[:1])
     gen.reset()
-    assert all(np.abs(h).sum() == 0 for h, _ in gen.state)
+    assert all(np.abs(a).sum() == 0 for layer in gen.state for a in layer)
     assert len(first) == 30
 
 
@@ -127,9 +132,9 @@ def test_stream_many_rows_are_independent_samples_of_the_same_seed(gen):
     assert len(steps) == 40 and all(len(s) == 5 for s in steps)
     samples = ["".join(s[i] for s in steps) for i in range(5)]
     assert len(set(samples)) > 1  # different draws per row
-    for (h0, c0), (h1, c1) in zip(before, gen.state):  # the generator's own state is untouched
-        np.testing.assert_array_equal(h0, h1)
-        np.testing.assert_array_equal(c0, c1)
+    for layer_before, layer_after in zip(before, gen.state):  # the generator's own state is untouched
+        for a, b in zip(layer_before, layer_after):
+            np.testing.assert_array_equal(a, b)
     # greedy: every row is the same text, and it is what a single stream gives from the same state
     greedy = list(gen.stream_many("the ", 3, 25, temperature=0))
     assert all(len(set(s)) == 1 for s in greedy)

@@ -6,7 +6,7 @@ import pytest
 import chargen
 from chargen import trainer as train_mod
 from chargen.errors import CheckpointError, ConfigError
-from chargen.model import get_state
+from chargen.net.model import get_state
 
 from conftest import TINY
 

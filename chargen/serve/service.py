@@ -23,14 +23,14 @@ class Service:
     def __init__(self, generator, cfg: ServeConfig, info: dict[str, Any] | None = None, engine=None):
         self.cfg, self.generator = cfg, generator
         self.tokenizer = generator.tokenizer
-        lstm = generator.stepper.lstm
-        self.engine = engine if engine is not None else Stepper(lstm)  # rows in two halves on two cores where it pays
+        numpy_engine = generator.stepper.engine
+        self.engine = engine if engine is not None else Stepper(numpy_engine)  # rows in halves on two cores where it pays
         self.sessions = Sessions(cfg.max_sessions)
-        self.batcher = Batcher(self.engine, self.tokenizer, generator.config.units, cfg.max_concurrent, cfg.block_rows,
+        self.batcher = Batcher(self.engine, self.tokenizer, cfg.max_concurrent, cfg.block_rows,
                                self.sessions, self._notify, cfg.flush_ms / 1000)
         # Priming steps one row on one core: OpenBLAS's thread count is process-wide, and the stepping thread's
         # products run with one BLAS thread each (two threads of its own, one per half, where two cores pay).
-        self.primer = Primer(Stepper(lstm, cores=1), self.tokenizer, generator.config.units, self.batcher)
+        self.primer = Primer(Stepper(numpy_engine, cores=1), self.tokenizer, self.batcher)
         self.info = info or {}
         self.in_progress = 0
         self.closing = False
@@ -94,7 +94,7 @@ class Service:
 
     def model_info(self) -> dict[str, Any]:
         cfg = self.generator.config
-        return {**self.info, "cell": "lstm", "layers": len(cfg.units), "units": list(cfg.units), "embed": cfg.embed,
+        return {**self.info, "cell": cfg.cell, "layers": len(cfg.units), "units": list(cfg.units), "embed": cfg.embed,
                 "vocab_size": cfg.vocab_size, "tokenizer": self.tokenizer.kind, "engine": type(self.engine).__name__,
                 "limits": {"max_length": self.cfg.max_length, "max_concurrent": self.cfg.max_concurrent,
                            "max_body": self.cfg.max_body, "max_sessions": self.cfg.max_sessions},
