@@ -15,7 +15,8 @@ A `console` block's `$ ` lines are run by bash in order (stdout and stderr toget
 terminal shows them) and the other lines are their output. A `python` block is run, and when an
 `output` block follows it, that block is what it printed. Each markdown file runs in a fresh
 folder holding a copy of corpora/ (so `corpora/alphabet.txt` works), its blocks in order, its
-python blocks in one interpreter (a later block sees an earlier one's names). Blocks in any other
+python blocks in one interpreter (a later block sees an earlier one's names); paths inside
+that folder are shown relative to it, as a reader running the commands would see them. Blocks in any other
 language (```sh, ```text) are not run: use them for what cannot run here (several machines, a GPU)
 and for figures from benchmarks, which carry the command and date that produced them.
 
@@ -88,6 +89,11 @@ def _env(work: Path) -> dict[str, str]:
     return env
 
 
+def _relative(text: str, work: Path) -> str:
+    """Paths inside the example's folder as the reader's would be: relative to where the commands run."""
+    return text.replace(str(work.resolve()) + os.sep, "").replace(str(work) + os.sep, "")
+
+
 def run_console(body: str, work: Path) -> str:
     """Run each `$ ` command (with its continuation lines) and return the block as it should read."""
     out, command = [], None
@@ -103,7 +109,7 @@ def run_console(body: str, work: Path) -> str:
         proc = subprocess.run(["bash", "-c", script], cwd=work, env=_env(work), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
         out += ["$ " + command[0], *command[1:]]
-        printed = proc.stdout.rstrip("\n")
+        printed = _relative(proc.stdout, work).rstrip("\n")
         if printed:
             out += [line.rstrip() for line in printed.splitlines()]
     return "\n".join(out) + "\n"
@@ -131,7 +137,7 @@ def run_python(codes: list[str], work: Path) -> list[str]:
     (work / ".runner.py").write_text(RUNNER, encoding="utf-8")
     proc = subprocess.run([sys.executable, ".runner.py", ".blocks.json"], cwd=work, env=_env(work),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=TIMEOUT)
-    printed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('"')]
+    printed = [_relative(json.loads(line), work) for line in proc.stdout.splitlines() if line.startswith('"')]
     if len(printed) != len(codes):
         raise RuntimeError(f"the python examples stopped early:\n{proc.stderr[-3000:]}")
     return ["\n".join(line.rstrip() for line in p.rstrip("\n").splitlines()) + "\n" if p.strip() else "" for p in printed]
