@@ -16,9 +16,15 @@ terminal shows them) and the other lines are their output. A `python` block is r
 `output` block follows it, that block is what it printed. Each markdown file runs in a fresh
 folder holding a copy of corpora/ (so `corpora/alphabet.txt` works), its blocks in order, its
 python blocks in one interpreter (a later block sees an earlier one's names); paths inside
-that folder are shown relative to it, as a reader running the commands would see them. Blocks in any other
-language (```sh, ```text) are not run: use them for what cannot run here (several machines, a GPU)
-and for figures from benchmarks, which carry the command and date that produced them.
+that folder are shown relative to it, as a reader running the commands would see them.
+
+A server the examples talk to is started by an HTML comment, which readers do not see:
+`<!-- examples: background chargen serve --port 8765 ready http://127.0.0.1:8765/v1/model -->`
+starts the command there and waits until the URL answers; it is stopped when the file ends.
+
+Blocks in any other language (```sh, ```text) are not run: use them for what cannot run here
+(several machines, a GPU, hours of training) and for figures from benchmarks, which carry the
+command and date that produced them.
 
     python docs/examples.py            run them all and rewrite the outputs shown
     python docs/examples.py --check    run them and list every output that differs (exit 1)
@@ -46,6 +52,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
+# <!-- examples: background COMMAND ready URL -->: start COMMAND there, wait for URL to answer, stop it at the end
+BACKGROUND = re.compile(r"<!-- examples: background (.+?) ready (\S+) -->")
 NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?", re.I)
 # Lines whose figures change from run to run: speeds, durations, dates, progress bars.
 VOLATILE = re.compile(r"chars/s|tokens/s|\d+(\.\d+)?\s?(s|ms|us|µs|min)\b|ETA|elapsed|\d{4}-\d\d-\d\d|it/s|step/s|"
@@ -63,7 +71,9 @@ class Block:
 
 
 def blocks(text: str) -> list[Block]:
-    return [Block(m.group(1), m.start(2), m.end(2), m.group(2)) for m in FENCE.finditer(text)]
+    found = [Block(m.group(1), m.start(2), m.end(2), m.group(2)) for m in FENCE.finditer(text)]
+    found += [Block("background", m.start(), m.end(), m.group(1) + "\n" + m.group(2)) for m in BACKGROUND.finditer(text)]
+    return sorted(found, key=lambda b: b.start)
 
 
 def examples(text: str) -> list[tuple[Block, Block | None]]:
@@ -72,6 +82,8 @@ def examples(text: str) -> list[tuple[Block, Block | None]]:
     for i, b in enumerate(bs):
         if b.kind == "console":
             found.append((b, b))
+        elif b.kind == "background":
+            found.append((b, None))
         elif b.kind == "python":
             nxt = bs[i + 1] if i + 1 < len(bs) and bs[i + 1].kind == "output" else None
             found.append((b, nxt))
@@ -143,12 +155,43 @@ def run_python(codes: list[str], work: Path) -> list[str]:
     return ["\n".join(line.rstrip() for line in p.rstrip("\n").splitlines()) + "\n" if p.strip() else "" for p in printed]
 
 
+def start_background(spec: str, work: Path) -> subprocess.Popen:
+    """Start a command (a server, say) in its own process group and wait until its URL answers."""
+    import time
+    import urllib.request
+
+    command, url = spec.split("\n")
+    proc = subprocess.Popen(["bash", "-c", command], cwd=work, env=_env(work), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_background(proc)
+                raise RuntimeError(f"{command!r} did not answer at {url}") from None
+            time.sleep(0.2)
+
+
+def stop_background(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def run_file(path: Path) -> list[tuple[Block, str]]:
     """(output block, what it should now say) for every example of one markdown file."""
     pairs = examples(path.read_text(encoding="utf-8"))
     if not pairs:
         return []
     work = Path(tempfile.mkdtemp(prefix="chargen-examples-"))
+    background: list[subprocess.Popen] = []
     try:
         shutil.copytree(ROOT / "corpora", work / "corpora")
         results: list[tuple[Block, str]] = []
@@ -162,7 +205,10 @@ def run_file(path: Path) -> list[tuple[Block, str]]:
                 pending.clear()
 
         for example, shown in pairs:
-            if example.kind == "console":
+            if example.kind == "background":
+                flush()
+                background.append(start_background(example.body, work))
+            elif example.kind == "console":
                 flush()  # a command may read what the python before it wrote
                 results.append((shown, run_console(example.body, work)))
             else:
@@ -170,6 +216,8 @@ def run_file(path: Path) -> list[tuple[Block, str]]:
         flush()
         return results
     finally:
+        for proc in background:
+            stop_background(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

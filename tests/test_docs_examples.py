@@ -75,3 +75,19 @@ def test_every_test_the_docs_name_exists():
         if not source.exists() or not re.search(rf"^def {name}\(", source.read_text(encoding="utf-8"), re.M):
             missing.append(f"{file}::{name}")
     assert not missing, f"the docs cite tests that do not exist: {missing}"
+
+
+def test_a_background_server_answers_the_examples_after_it_and_stops_with_the_file(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"<!-- examples: background python -m http.server {port} ready http://127.0.0.1:{port}/ -->\n"
+                   f"```console\n$ python -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{port}/')"
+                   f".status)\"\n200\n```\n", encoding="utf-8")
+    [(shown, printed)] = doc_examples.run_file(doc)
+    assert doc_examples.same(shown.body, printed), printed
+    with socket.socket() as s:  # stopped: the port is free again
+        s.bind(("127.0.0.1", port))
