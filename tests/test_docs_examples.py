@@ -89,5 +89,5 @@ def test_a_background_server_answers_the_examples_after_it_and_stops_with_the_fi
                    f".status)\"\n200\n```\n", encoding="utf-8")
     [(shown, printed)] = doc_examples.run_file(doc)
     assert doc_examples.same(shown.body, printed), printed
-    with socket.socket() as s:  # stopped: the port is free again
-        s.bind(("127.0.0.1", port))
+    with pytest.raises(ConnectionRefusedError):  # stopped: nothing listens there any more
+        socket.create_connection(("127.0.0.1", port), timeout=5)
