@@ -37,7 +37,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not MISSING else None
         kind = str if f.name == "units" or f.type == "str" else (int if f.type in ("int", "int | None") else float)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        said = "(default:" in f.metadata["help"]  # a help text that explains its own default
+        said = "(default:" in f.metadata["help"] or default is None  # explains its own default, or has none
         allowed = f.metadata.get("choices")  # argparse refuses anything else, and --help shows them as {a,b}
         parser.add_argument(flag, dest=f.name, type=kind, default=None, choices=allowed,
                             metavar=None if allowed else flag[2:].replace("-", "_").upper(),
