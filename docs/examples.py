@@ -34,7 +34,7 @@ How outputs compare: text exactly (the spaces around a line aside; a table cell 
 wide its columns came out); numbers within a relative 0.5%, since
 the same seeded run can differ in the last digits on another CPU; and numbers that report speed
 or time are not compared at all: on lines that say chars/s, seconds, ETA or a date, and in the
-columns of a table whose header says so.
+columns of a table whose header says so; random 32-hex-digit ids (sessions) stand for any id.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ VOLATILE = re.compile(r"chars/s|tokens/s|\d+(\.\d+)?\s?(s|ms|us|µs|min)\b|ETA|e
 REL_TOL = 5e-3
 BORDER = re.compile(r"[\s┏┓┗┛┳┻╇┡┩━─┌┐└┘┬┴┼├┤]+")  # the rules of a rich table
 RULE_RUN = re.compile(r"[━─]+")
+RANDOM_ID = re.compile(r"\b[0-9a-f]{32}\b")  # a session id: new on every run
 TIMEOUT = 600
 
 
@@ -250,6 +251,7 @@ def same(shown: str, printed: str) -> bool:
 
 
 def _same_line(a: str, b: str, volatile: bool = False) -> bool:
+    a, b = RANDOM_ID.sub("<id>", a), RANDOM_ID.sub("<id>", b)
     if NUMBER.sub("#", a) != NUMBER.sub("#", b):
         return False
     if volatile or VOLATILE.search(a):
