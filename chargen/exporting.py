@@ -77,7 +77,7 @@ def export(checkpoint: str | os.PathLike[str] | None = None, out: str | os.PathL
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a folder (str or os.PathLike) or None, got {type(out).__name__}")
     run = ckpt.resolve_run(checkpoint, root)
-    snap = ckpt.read_run_snapshot(run, which)
+    snap = ckpt.open_snapshot(run, which)
     out = Path(out) if out is not None else default_out(run, format)
     check_path(out, "--out")
     _check_out(out, overwrite)  # before the slow part: refuse early, create nothing

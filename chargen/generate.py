@@ -227,8 +227,6 @@ def load(checkpoint: str | os.PathLike[str] | None = None, which: str = "best",
     None picks the most recently written run. `which` is "best" (lowest validation loss)
     or "last". `precision` is "fp32" (the exact numpy engine) or "int8" (chargen/quantized.py).
     """
-    ckpt.check_which(which)
     generation_precision(precision)
-    run = ckpt.resolve_run(checkpoint, root)
-    snap = ckpt.read_run_snapshot(run, which)
+    snap = ckpt.open_snapshot(checkpoint, which, root)
     return Generator(snap.model, snap.weights, snap.tokenizer, snap.path, precision)

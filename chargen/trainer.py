@@ -166,7 +166,7 @@ def _train_locked(corpus, plan: RunPlan, resume: bool, overwrite: bool, trainlog
     if resume:
         if not exists:
             raise CheckpointError(f"{run_dir}: nothing to resume; train without --resume first")
-        snap = ckpt.read_snapshot(ckpt.snapshot_dir(run_dir, "last"))
+        snap = ckpt.open_snapshot(run_dir, "last", with_training=True)
         mcfg, tcfg = _resume_configs(snap, m_opts, t_opts)
         check_memory(mcfg, tcfg)
         tokenizer = snap.tokenizer

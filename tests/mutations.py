@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-LOOP, CKPT, GEN = "chargen/loop.py", "chargen/checkpoint.py", "chargen/generate.py"
+LOOP, CKPT, GEN = "chargen/loop.py", "chargen/checkpoint/writing.py", "chargen/generate.py"
 LOOP_TESTS = ["tests/test_loop_state.py"]
 RESUME_TESTS = ["tests/test_resume_exact.py"]
 CRASH_TESTS = ["tests/test_crash_consistency.py"]
@@ -128,8 +128,8 @@ MUTATIONS: list[tuple[str, str, str | tuple[str, ...], str | tuple[str, ...], li
      "        fsync_path(run_dir)  # the folder's own name on disk before a link names anything in it\n", "",
      CRASH_TESTS[0] + "::test_a_training_run_never_leaves_last_best_or_its_copies_half_written"),
     ("write_atomic (the run folder's copies) without fsync", CKPT,
-     "            f.flush()\n            os.fsync(f.fileno())\n        os.chmod(tmp, 0o644)",
-     "            f.flush()\n        os.chmod(tmp, 0o644)",
+     "            f.flush()\n            os.fsync(f.fileno())\n        os.chmod(tmp, file_mode())",
+     "            f.flush()\n        os.chmod(tmp, file_mode())",
      CRASH_TESTS[0] + "::test_a_training_run_never_leaves_last_best_or_its_copies_half_written"),
     ("the run folder's history copy written in place", LOOP,
      'ckpt.write_atomic(self.run_dir / "history.jsonl", files["history.jsonl"])',
