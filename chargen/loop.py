@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import time
 from typing import Any, Sequence
@@ -161,10 +160,10 @@ class TrainingLoop:
             f"Resume with: {self.resume_command}", signum=self.stop_signal, resume_command=self.resume_command)
 
     def _diverged(self, what: str) -> TrainingDiverged:
-        last = self.run_dir / "last"
-        kept = (f"{last} still names the last good snapshot ({os.readlink(last)}), but resuming would "
+        last, named = self.run_dir / "last", ckpt.read_pointer(self.run_dir, "last")
+        kept = (f"{last} still names the last good snapshot ({named}), but resuming would "
                 f"diverge again; train again with a lower --lr (now {self.tcfg.lr:g}) and --overwrite, or "
-                "under another --name" if last.is_symlink() and not self.replaces_run else
+                "under another --name" if named is not None and not self.replaces_run else
                 f"nothing was saved{' and the run it was to replace is unchanged' if self.replaces_run else ''}; "
                 f"train again with a lower --lr (now {self.tcfg.lr:g})")
         return TrainingDiverged(f"training diverged: {what} at epoch {self.epoch + 1}, step {self.step}; "
@@ -286,9 +285,8 @@ class TrainingLoop:
         weights = self.model.get_weights()
         if not all(np.isfinite(w).all() for w in weights):
             raise self._diverged("the weights became NaN or Inf")
-        arrays = {"weights.npz": weights,
-                  "optimizer.npz": [v.numpy() for v in self.optimizer.variables],
-                  "train_state.npz": self.engine.train_state(self.model)}  # all B rows, in stream order
+        arrays = ckpt.snapshot_arrays(self.mcfg, self.tcfg.batch_size, self.model, weights, self.optimizer,
+                                      self.engine.train_state(self.model))  # all B rows, in stream order
         snap_id = ckpt.snapshot_id(self.epoch, self.step)
         try:
             final = ckpt.write_snapshot(self.run_dir, snap_id, files, arrays, ("last", "best") if best else ("last",),
@@ -307,11 +305,11 @@ class TrainingLoop:
     def _restore(self, snap: ckpt.Snapshot) -> None:
         ckpt.assign_weights(self.model, snap.weights, snap.path)
         opt_vars = self.optimizer.variables
-        if snap.optimizer is None or [(a.shape, a.dtype) for a in snap.optimizer] != [
-                (tuple(v.shape), np.dtype(v.dtype)) for v in opt_vars]:
-            raise CheckpointError(f"{snap.path}: optimizer state is missing or does not fit (its arrays' shapes or "
-                                  "dtypes differ from the optimizer's); cannot resume exactly")
-        for v, a in zip(opt_vars, snap.optimizer):
+        saved = snap.optimizer_arrays(ckpt.optimizer_names(opt_vars, self.model.weights))
+        if saved is None or [(a.shape, a.dtype) for a in saved] != [(tuple(v.shape), np.dtype(v.dtype)) for v in opt_vars]:
+            raise CheckpointError(f"{snap.file('optimizer')}: optimizer state is missing or does not fit (its arrays' "
+                                  "names, shapes or dtypes differ from the optimizer's); cannot resume exactly")
+        for v, a in zip(opt_vars, saved):
             v.assign(a)
         p = snap.progress
         self.epoch, self.step, self.best = p["epoch"], p["step"], p.get("best_loss")
@@ -322,7 +320,7 @@ class TrainingLoop:
         if self.history and self.history[-1].get("partial"):  # a budget ended here, mid-epoch
             self.budget_record = self.history.pop()
         if snap.train_state is not None:
-            self.engine.restore_train_state(self.model, self.mcfg, snap.train_state, snap.path / "train_state.npz")
+            self.engine.restore_train_state(self.model, self.mcfg, snap.train_state, snap.file("train_state"))
 
 
 class _ValidationStopped(Exception):

@@ -1,4 +1,4 @@
-"""Lists of arrays in .npz files, written with fsync and read without trusting the file.
+"""Format 1 (chargen 0.1): lists of arrays in .npz files, read without trusting the file.
 
 `np.load(allow_pickle=False)` refuses pickled objects, but a damaged file can still claim an
 array of terabytes in its header (numpy allocates it before reading), hold members that are not
@@ -22,14 +22,6 @@ import numpy.lib.format as npy
 from chargen.errors import CheckpointError
 
 NUMERIC_KINDS = "biuf"  # bool, int, unsigned, float: never objects, strings, structured or complex values
-
-
-def write_npz(path: Path, arrays: list[np.ndarray]) -> None:
-    """Write arrays as a0000, a0001, ... and fsync the file."""
-    with open(path, "wb") as f:
-        np.savez(f, **{f"a{i:04d}": np.asarray(a) for i, a in enumerate(arrays)})
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def read_npz(path: Path, required: bool = True) -> list[np.ndarray] | None:

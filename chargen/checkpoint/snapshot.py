@@ -1,48 +1,68 @@
 """Reading a snapshot: every file checked before anything is built from it, and no code ever run.
 
 Configs are JSON checked key by key (chargen.config.from_dict), the tokenizer is rebuilt from
-its own JSON, arrays are read by a reader that trusts nothing in the file, and the arrays must
-fit the config before any model exists. `open_snapshot` is the one way in for sample, eval,
-export and serve: a run (its `best` or `last`) or a snapshot folder, read again if a trainer
-moved the pointer and pruned the snapshot while it was being read.
+its own JSON, arrays are read by readers that trust nothing in the file (tensors.py for format 2's
+safetensors, npz.py for format 1's .npz), and the weights must have the names and shapes the
+config gives (layout.py) before any model exists. `open_snapshot` is the one way in for sample,
+eval, export, serve and resume: a run (its `best` or `last`) or a snapshot folder, read again if
+a trainer moved the pointer and pruned the snapshot while it was being read.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from chargen.checkpoint.layout import state_layout, weight_layout
 from chargen.checkpoint.npz import read_npz
 from chargen.checkpoint.pointers import snapshot_dir
+from chargen.checkpoint.progress import check_progress
 from chargen.checkpoint.runs import DEFAULT_ROOT, check_which, resolve_run
-from chargen.checkpoint.writing import FORMAT, VERSION
+from chargen.checkpoint.tensors import read_tensors
+from chargen.checkpoint.writing import ARRAY_FILES, FORMAT, VERSION
 from chargen.config import ModelConfig, TrainConfig, from_dict
 from chargen.errors import CheckpointError, ConfigError
 from chargen.tokenizer import Tokenizer, read_tokenizer_file, tokenizer_from_str
 
-SNAPSHOT_FILES = ("config.json", "tokenizer.json", "weights.npz", "progress.json")
+FLOAT32 = np.dtype(np.float32)
+SNAPSHOT_FILES = ("config.json", "tokenizer.json", ARRAY_FILES[VERSION]["model"], "progress.json")  # all a load needs
+TRAINING_FILES = (ARRAY_FILES[VERSION]["optimizer"], ARRAY_FILES[VERSION]["train_state"], "history.jsonl")
 
 
 @dataclass
 class Snapshot:
-    """What a snapshot folder holds, as plain values."""
+    """What a snapshot folder holds, as plain values (arrays in get_weights() and the engine's order)."""
 
     model: ModelConfig
     train: TrainConfig
     tokenizer: Tokenizer
     weights: list[np.ndarray]
-    optimizer: list[np.ndarray] | None
+    optimizer: dict[str, np.ndarray] | list[np.ndarray] | None  # by name (format 2) or in Keras's order (format 1)
     train_state: list[np.ndarray] | None
     progress: dict[str, Any]
     history: list[dict[str, Any]]
     path: Path
     tokenizer_bytes: bytes = b""  # tokenizer.json as read, for copies (exports) made after the snapshot is pruned
+    version: int = VERSION  # the checkpoint format it was written in
+    config: dict[str, Any] = field(default_factory=dict)  # config.json as read (its "init_from", if any)
+
+    def file(self, role: str) -> Path:
+        """The file that holds `role` (model, optimizer or train_state) in this snapshot's format."""
+        return self.path / ARRAY_FILES[self.version][role]
+
+    def optimizer_arrays(self, names: Sequence[str]) -> list[np.ndarray] | None:
+        """The optimizer's saved arrays for variables with these checkpoint names (layout.optimizer_names),
+        in that order; None if there are none or they are not exactly those (format 1: as saved)."""
+        if not isinstance(self.optimizer, dict):
+            return self.optimizer
+        if sorted(self.optimizer) != sorted(names):
+            return None
+        return [self.optimizer[n] for n in names]
 
 
 def open_snapshot(checkpoint: str | os.PathLike[str] | None = None, which: str = "best",
@@ -76,16 +96,14 @@ def _read_json(path: Path) -> Any:
         raise CheckpointError(f"{path}: unreadable or corrupted ({e})") from None
 
 
-def _load_npz(path: Path, required: bool = True) -> list[np.ndarray] | None:
-    return read_npz(path, required)
-
-
 def read_config(path: Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
     doc = _read_json(path)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a chargen checkpoint config")
     version = doc.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if type(version) is not int or version < 1:
+        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not one chargen writes (1 to {VERSION})")
+    if version > VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {version!r} is newer than this chargen "
                               f"understands ({VERSION}); upgrade chargen")
     train = doc.get("train")
@@ -99,100 +117,55 @@ def read_config(path: Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
 
 
 def read_snapshot(path: Path, with_training: bool = True) -> Snapshot:
-    for name in SNAPSHOT_FILES + ("optimizer.npz", "train_state.npz", "history.jsonl"):
+    for name in {*SNAPSHOT_FILES, *TRAINING_FILES, *ARRAY_FILES[1].values()}:
         if os.path.islink(path / name):
             raise CheckpointError(f"{path / name} is a link (to {os.readlink(path / name)}); a snapshot's files are "
                                   "never links and chargen does not follow one out of the run: copy the file in instead")
-    model, train, _ = read_config(path / "config.json")
+    model, train, doc = read_config(path / "config.json")
     tokenizer_text = read_tokenizer_file(path / "tokenizer.json")
     tokenizer = tokenizer_from_str(tokenizer_text, str(path / "tokenizer.json"))  # char or BPE, by its model type
     if tokenizer.vocab_size != model.vocab_size or tokenizer.kind != train.tokenizer:
         raise CheckpointError(f"{path}: tokenizer.json has {tokenizer.vocab_size} tokens ({tokenizer.kind}) but the "
                               f"model was built for {model.vocab_size} ({train.tokenizer}); the files do not belong together")
     progress = _read_json(path / "progress.json")
-    _check_progress(progress, path / "progress.json")
+    check_progress(progress, path / "progress.json")
     history = []
     if os.path.lexists(path / "history.jsonl"):
         from chargen.curves import read_history  # checks every record (curves imports this module)
 
         history = read_history(path / "history.jsonl")
-    weights = _load_npz(path / "weights.npz")
-    check_weights(model, weights, path / "weights.npz")
-    return Snapshot(model, train, tokenizer, weights,
-                    _load_npz(path / "optimizer.npz", required=False) if with_training else None,
-                    _load_npz(path / "train_state.npz", required=False) if with_training else None,
-                    progress, history, path, tokenizer_text.encode("utf-8"))
-
-
-def _check_progress(progress: Any, where: Path) -> None:
-    problem = _progress_problem(progress)
-    if problem:
-        raise CheckpointError(f"{where}: corrupted ({problem}); use another snapshot or retrain")
-
-
-def _progress_problem(p: Any) -> str | None:
-    """What is wrong with a progress.json document, or None. Everything the loop restores is checked."""
-    if not isinstance(p, dict):
-        return f"expected a JSON object, got {type(p).__name__}"
-    for key in ("epoch", "step"):
-        if not _count(p.get(key)):
-            return f"'{key}' is {p.get(key)!r}, expected a non-negative integer"
-    batches = p.get("num_batches")
-    if batches is not None and not (_count(batches) and batches > 0):
-        return f"'num_batches' is {batches!r}, expected a positive integer"
-    if batches is not None and p["step"] > batches:
-        return f"'step' {p['step']} is past the end of an epoch of {batches} steps"
-    if p.get("best_loss") is not None and not _non_negative(p["best_loss"]):
-        return f"'best_loss' is {p['best_loss']!r}, expected a finite number or null"
-    seconds = p.get("seconds", 0.0)  # training seconds used (a time budget counts them)
-    if not _non_negative(seconds):
-        return f"'seconds' is {seconds!r}, expected a finite number >= 0"
-    book = p.get("book")  # absent in snapshots written before it was kept
-    if book is not None and not (isinstance(book, dict) and _count(book.get("tokens"))
-                                 and isinstance(book.get("sha256"), str)):
-        return f"'book' is {book!r}, expected a token count and a hash"
-    partial = p.get("partial")
-    if partial is None:
-        return None
-    if not isinstance(partial, dict):
-        return f"'partial' is {partial!r}, expected an object with loss_sum, steps and seconds"
-    for key in ("loss_sum", "seconds"):
-        if not _non_negative(partial.get(key)):
-            return f"'partial' {key} is {partial.get(key)!r}, expected a finite number >= 0"
-    if not _count(partial.get("steps")) or partial["steps"] > p["step"]:
-        return f"'partial' steps is {partial.get('steps')!r}, expected an integer from 0 to 'step' ({p['step']})"
-    return None
-
-
-def _count(x: Any) -> bool:
-    return type(x) is int and x >= 0
-
-
-def _non_negative(x: Any) -> bool:
-    return type(x) in (int, float) and math.isfinite(x) and x >= 0
-
-
-def weight_shapes(cfg: ModelConfig) -> list[tuple[int, ...]]:
-    """The shapes of get_weights() for a config: embedding, (kernel, recurrent, bias) per layer, dense."""
-    shapes: list[tuple[int, ...]] = [(cfg.vocab_size, cfg.embed)]
-    inputs = cfg.embed
-    for u in cfg.units:
-        shapes += [(inputs, 4 * u), (u, 4 * u), (4 * u,)]
-        inputs = u
-    return shapes + [(inputs, cfg.vocab_size), (cfg.vocab_size,)]
+    version = doc["version"]
+    files = {role: path / name for role, name in ARRAY_FILES[min(version, VERSION)].items()}
+    if version >= 2:
+        arrays = read_tensors(files["model"], {name: (FLOAT32, shape) for name, shape in weight_layout(model)})
+        weights = [arrays[name] for name, _ in weight_layout(model)]
+    else:
+        weights = read_npz(files["model"])
+    check_weights(model, weights, files["model"])
+    optimizer = state = None
+    if with_training and version >= 2:
+        optimizer = read_tensors(files["optimizer"], required=False)  # its names are the optimizer's: checked on resume
+        layout = state_layout(model, train.batch_size)
+        arrays = read_tensors(files["train_state"], {name: (dtype, shape) for name, shape, dtype in layout},
+                              required=False)
+        state = None if arrays is None else [arrays[name] for name, *_ in layout]
+    elif with_training:
+        optimizer, state = read_npz(files["optimizer"], required=False), read_npz(files["train_state"], required=False)
+    return Snapshot(model, train, tokenizer, weights, optimizer, state, progress, history, path,
+                    tokenizer_text.encode("utf-8"), version, doc)
 
 
 def check_weights(cfg: ModelConfig, weights: list[np.ndarray], where: Path) -> None:
     """Refuse weights that do not fit the config (checked before any model is built) or are not finite floats."""
-    expected, got = weight_shapes(cfg), [tuple(w.shape) for w in weights]
+    expected, got = [shape for _, shape in weight_layout(cfg)], [tuple(w.shape) for w in weights]
     if expected != got:
         raise CheckpointError(f"{where}: the arrays do not fit the model config.json describes (vocabulary "
                               f"{cfg.vocab_size}, embed {cfg.embed}, units {list(cfg.units)}): expected shapes "
                               f"{expected}, found {got}; the files do not belong together")
-    for i, w in enumerate(weights):
+    for name, w in zip((name for name, _ in weight_layout(cfg)), weights):
         bad = "not floats" if w.dtype.kind != "f" else None if np.isfinite(w).all() else "NaN or Inf values"
         if bad:
-            raise CheckpointError(f"{where}: array {i} has {bad} ({w.dtype}); the checkpoint is corrupted")
+            raise CheckpointError(f"{where}: {name} has {bad} ({w.dtype}); the checkpoint is corrupted")
 
 
 def assign_weights(model, weights: list[np.ndarray], where: Path) -> None:

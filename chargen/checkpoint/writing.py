@@ -20,14 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from chargen.checkpoint.npz import write_npz
-from chargen.checkpoint.pointers import _point
+from chargen.checkpoint.layout import optimizer_names, state_layout, weight_layout, weight_names
+from chargen.checkpoint.pointers import kept_snapshots, pointer_text
 from chargen.checkpoint.runs import check_snapshots_folder
+from chargen.checkpoint.tensors import write_tensors
 from chargen.config import ModelConfig, TrainConfig, to_dict
 from chargen.paths import file_mode, folder_mode
 
 FORMAT = "chargen-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: named arrays in .safetensors files and pointer files; 1 (chargen 0.1): arrays in .npz by position
+ARRAY_FILES = {  # by format version: the file that holds each kind of array
+    2: {"model": "model.safetensors", "optimizer": "optimizer.safetensors", "train_state": "train_state.safetensors"},
+    1: {"model": "weights.npz", "optimizer": "optimizer.npz", "train_state": "train_state.npz"},
+}
 # Snapshot folders (e0003-s000120, or e0003-s000120.1 beside an existing one) and the temporary folders they
 # are written in: the only entries pruning deletes.
 _SNAPSHOT = re.compile(r"e\d{4,}-s\d{6,}(\.\d+)?")
@@ -74,8 +79,18 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
-def _save_npz(path: Path, arrays: list[np.ndarray]) -> None:
-    write_npz(path, arrays)
+def snapshot_arrays(mcfg: ModelConfig, batch_size: int, model, weights: list[np.ndarray], optimizer,
+                    train_state: list[np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """What a snapshot's array files hold, by file and by name (layout.py): the model's `weights` (its
+    get_weights()), the optimizer's variables and the engine's `train_state` (all rows, then the RNGs)."""
+    names = weight_names(model.weights)
+    if names != [name for name, _ in weight_layout(mcfg)]:  # a layer renamed: its files could not be read back
+        raise RuntimeError(f"the model's weights are named {names}, not as its config lays them out; this is a bug")
+    files = ARRAY_FILES[VERSION]
+    return {files["model"]: dict(zip(names, weights)),
+            files["optimizer"]: dict(zip(optimizer_names(optimizer.variables, model.weights),
+                                         [v.numpy() for v in optimizer.variables])),
+            files["train_state"]: dict(zip([name for name, *_ in state_layout(mcfg, batch_size)], train_state))}
 
 
 def fsync_path(path: Path) -> None:
@@ -87,19 +102,19 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_snapshot(run_dir: Path, snap_id: str, files: dict[str, str], arrays: dict[str, list[np.ndarray]],
+def write_snapshot(run_dir: Path, snap_id: str, files: dict[str, str], arrays: dict[str, dict[str, np.ndarray]],
                    point: tuple[str, ...] = ("last",), replacing: bool = False) -> Path:
-    """Write a complete snapshot, then atomically point `last` (and `best`, if asked) at it.
+    """Write a complete snapshot, then atomically point `last` (and `best`, if asked) at it (chargen/checkpoint/pointers.py).
 
     `replacing`: this is the first snapshot of a run started with --overwrite. Until this one is
-    complete the old run's links and snapshots are untouched; then its `best` is dropped (unless
+    complete the old run's pointers and snapshots are untouched; then its `best` is dropped (unless
     re-pointed here), `last` moves to the new snapshot, and pruning removes the old snapshots.
     """
     check_snapshots_folder(run_dir)
     snaps = run_dir / "snapshots"
     if not snaps.is_dir():
         snaps.mkdir(parents=True, exist_ok=True)
-        fsync_path(run_dir)  # the folder's own name on disk before a link names anything in it
+        fsync_path(run_dir)  # the folder's own name on disk before a pointer names anything in it
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{snap_id}-", dir=snaps))
     try:
         os.chmod(tmp, folder_mode())  # mkdtemp made it 0o700
@@ -108,8 +123,8 @@ def write_snapshot(run_dir: Path, snap_id: str, files: dict[str, str], arrays: d
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
-        for name, arrs in arrays.items():
-            _save_npz(tmp / name, arrs)
+        for name, named in arrays.items():  # (snapshot_arrays)
+            write_tensors(tmp / name, named, {"format": FORMAT, "version": str(VERSION), "content": name.split(".")[0]})
         fsync_path(tmp)
         # Never replace an existing folder: `last` may name it, and it would be gone for a moment.
         final, n = snaps / snap_id, 1
@@ -120,10 +135,10 @@ def write_snapshot(run_dir: Path, snap_id: str, files: dict[str, str], arrays: d
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if replacing:  # the old run's best goes first: a crash in between leaves no link mixing the two runs
+    if replacing:  # the old run's best goes first: a crash in between leaves no pointer mixing the two runs
         (run_dir / "best").unlink(missing_ok=True)
-    for link in point:
-        _point(run_dir / link, Path("snapshots") / final.name)
+    for name in point:  # each a file of its own, synced before the rename that publishes it
+        write_atomic(run_dir / name, pointer_text(final.name))
     fsync_path(run_dir)
     _prune(run_dir)
     return final
@@ -138,7 +153,9 @@ def _prune(run_dir: Path) -> None:
     snaps = run_dir / "snapshots"
     if snaps.is_symlink():
         return
-    keep = {os.path.realpath(run_dir / n) for n in ("last", "best") if (run_dir / n).is_symlink()}
+    keep = kept_snapshots(run_dir)
+    if keep is None:  # a pointer that cannot be read: what it names is unknown, so nothing is deleted
+        return
     for d in snaps.iterdir():
         if not (_SNAPSHOT.fullmatch(d.name) or _SNAPSHOT_TMP.fullmatch(d.name)):
             continue
