@@ -99,6 +99,13 @@ class BpeTokenizer(Tokenizer):
         """Characters of `text` that are not in the alphabet (the book's characters)."""
         return self._alphabet.unknown(text)
 
+    def with_chars(self, chars: list[str]) -> "BpeTokenizer":
+        """The same merges, and each new character a token of its own after the old ids (no merge makes or uses it)."""
+        if any(len(c) != 1 or c in self._alphabet.index for c in chars):
+            raise ValueError(f"with_chars takes single characters the alphabet lacks, got {chars!r}")
+        vocab = {t: i for i, t in enumerate(self.tokens + list(chars))}
+        return BpeTokenizer(vocab, self._merges, "an extended vocabulary")
+
     def encode(self, text: str, chunk: int = 1 << 21) -> np.ndarray:
         """Text -> ids in a compact array, equal to the Hugging Face tokenizer's ids for the text.
 

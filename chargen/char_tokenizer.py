@@ -58,6 +58,9 @@ class CharTokenizer(Tokenizer):
     def unknown_chars(self, text: str) -> list[str]:
         return self._index.unknown(text)
 
+    def with_chars(self, chars: list[str]) -> "CharTokenizer":
+        return CharTokenizer(self.chars + list(chars))  # CharIndex refuses one already there
+
     def encode(self, text: str, chunk: int = 1 << 22) -> np.ndarray:
         """Text -> ids (uint16 for vocabularies up to 65,536 characters), vectorised and in chunks, so that
         a 100 MB book never holds more than a few chunk-sized temporaries besides the result."""

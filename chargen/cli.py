@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--root", default="checkpoints", help="where checkpoints go (default: checkpoints)")
     t.add_argument("--resume", action="store_true", help="continue the run in --root/--name from its last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    t.add_argument("--init-from", default=None, metavar="RUN",
+                   help="fine-tune: start from this run's weights (a run name under --root, or a folder), with its "
+                        "model and tokenizer and a fresh optimizer and schedule (docs/checkpoints.md)")
+    t.add_argument("--which", choices=("best", "last"), default=None,
+                   help="with --init-from: the snapshot to start from (default: best)")
+    t.add_argument("--new-chars", choices=("extend", "error"), default=None,
+                   help="with --init-from: characters of BOOK the run never saw are added to its vocabulary "
+                        "(extend) or refused (error) (default: extend)")
     t.add_argument("--quiet", action="store_true", help="print nothing while training (no bar, no lines)")
     t.add_argument("--log-every", type=float, default=60.0, metavar="SECONDS",
                    help="when stderr is not a terminal (a log file, a pipe): a progress line every SECONDS "
@@ -216,7 +224,7 @@ def _train(args: argparse.Namespace) -> int:
         options["units"] = parse_units(str(default_units[0]) if args.units is None else args.units, args.layers)
     where = dict(name=args.name, root=args.root, resume=args.resume, overwrite=args.overwrite,
                  progress=False if args.quiet else None, log_every=args.log_every, log_format=args.log_format,
-                 callbacks=callbacks)
+                 callbacks=callbacks, init_from=args.init_from, init_which=args.which, new_chars=args.new_chars)
     check_train_args(args.book, **where, **options)  # every check that needs neither TensorFlow nor the book
     import_tensorflow_quietly()
     from chargen.trainer import TrainingInterrupted, train

@@ -15,6 +15,7 @@ import json
 import math
 import signal
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -71,6 +72,7 @@ class TrainingLoop:
         self.saved_at = None  # (epoch, step) of the snapshot `last` names
         self.book: dict[str, Any] | None = None  # the training text's fingerprint (checkpoint.book_fingerprint)
         self.resumed_at = None
+        self.config_extra: dict[str, Any] = {}  # what config.json says besides the configs ("init_from")
         if snap is not None:
             self._restore(snap)
         # A time budget's place on the cosine curve (seconds used / budget), set before every step.
@@ -271,7 +273,7 @@ class TrainingLoop:
     def _write_run_files(self) -> None:
         if self.replaces_run:
             return  # written with the first snapshot, which replaces the old run (_save)
-        ckpt.write_atomic(self.run_dir / "config.json", ckpt.config_json(self.mcfg, self.tcfg))
+        ckpt.write_atomic(self.run_dir / "config.json", ckpt.config_json(self.mcfg, self.tcfg, self.config_extra))
         ckpt.write_atomic(self.run_dir / "tokenizer.json", self.tokenizer.to_str())
 
     def _save(self, why: str, best: bool = False) -> None:
@@ -280,7 +282,8 @@ class TrainingLoop:
                     "num_batches": self.streams.num_batches, "partial": self.partial, "book": self.book,
                     "seconds": self.seconds()}
         history = self.history + [r for r in [self.budget_record] if r]
-        files = {"config.json": ckpt.config_json(self.mcfg, self.tcfg), "tokenizer.json": self.tokenizer.to_str(),
+        files = {"config.json": ckpt.config_json(self.mcfg, self.tcfg, self.config_extra),
+                 "tokenizer.json": self.tokenizer.to_str(),
                  "progress.json": json.dumps(progress, indent=2) + "\n", "history.jsonl": ckpt.history_jsonl(history)}
         weights = self.model.get_weights()
         if not all(np.isfinite(w).all() for w in weights):
@@ -302,8 +305,14 @@ class TrainingLoop:
         self.last_save = clock()
         self.log.saved(str(final), why, best, self.epoch, self.step)
 
+    def start_from(self, weights: list[np.ndarray], init_from: dict[str, Any]) -> None:
+        """Fine-tuning (chargen/finetune.py): another run's weights; the optimizer and the schedule start fresh."""
+        ckpt.assign_weights(self.model, weights, Path(init_from["run"]))
+        self.config_extra = {"init_from": init_from}
+
     def _restore(self, snap: ckpt.Snapshot) -> None:
         ckpt.assign_weights(self.model, snap.weights, snap.path)
+        self.config_extra = {key: snap.config[key] for key in ("init_from",) if key in snap.config}
         opt_vars = self.optimizer.variables
         saved = snap.optimizer_arrays(ckpt.optimizer_names(opt_vars, self.model.weights))
         if saved is None or [(a.shape, a.dtype) for a in saved] != [(tuple(v.shape), np.dtype(v.dtype)) for v in opt_vars]:

@@ -4,10 +4,11 @@ A tokenizer here is a Hugging Face `tokenizers` model (what is saved as tokenize
 another program loads to use the vocabulary) plus chargen's own vectorised encoding of whole
 books. `Tokenizer` holds what both kinds share, as minbpe's base.Tokenizer does: the token texts
 and what follows from them (vocab_size, token_lengths, count_chars, decode, id_dtype) and the file
-(to_str / from_str, save / load). A kind brings its name (`kind`), `encode`, `unknown_chars` and
-`from_str` (which refuses any file but its own layout). `CharIndex` finds the ids of a whole
-text's characters in one vectorised step, for both. chargen/char_tokenizer.py and chargen/bpe.py
-are the kinds, each importing only this module; chargen/tokenizer.py chooses between them.
+(to_str / from_str, save / load). A kind brings its name (`kind`), `encode`, `unknown_chars`,
+`from_str` (which refuses any file but its own layout) and `with_chars` (new characters after the
+old ids). `CharIndex` finds the ids of a whole text's characters in one vectorised step, for both.
+chargen/char_tokenizer.py and chargen/bpe.py are the kinds, each importing only this module;
+chargen/tokenizer.py chooses between them.
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ class Tokenizer(abc.ABC):
     @abc.abstractmethod
     def unknown_chars(self, text: str) -> list[str]:
         """Characters of `text` the vocabulary cannot encode, sorted."""
+
+    @abc.abstractmethod
+    def with_chars(self, chars: list[str]) -> "Tokenizer":
+        """This vocabulary with `chars` (single characters it lacks) added as new ids after the old ones, which
+        keep theirs (fine-tuning on a text with new characters: chargen/finetune.py)."""
 
     @abc.abstractmethod
     def encode(self, text: str) -> np.ndarray:
