@@ -19,6 +19,7 @@ docs/checkpoints.md describes both. The modules, each with one job:
     tensors    safetensors files whose header is checked before they are read
     progress   progress.json's checks
     npz        format 1's arrays
+    files      the message for a file that cannot be opened
 
 This package's names are the interface the rest of chargen uses (`from chargen import checkpoint as ckpt`).
 """

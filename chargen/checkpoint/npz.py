@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import numpy.lib.format as npy
 
+from chargen.checkpoint.files import unreadable
 from chargen.errors import CheckpointError
 
 NUMERIC_KINDS = "biuf"  # bool, int, unsigned, float: never objects, strings, structured or complex values
@@ -33,12 +34,10 @@ def read_npz(path: Path, required: bool = True) -> list[np.ndarray] | None:
             if [i.filename for i in infos] != expected:
                 raise ValueError(f"members {[i.filename for i in infos][:5]} are not a0000.npy, a0001.npy, ...")
             return [_member(zf, info) for info in infos]
-    except FileNotFoundError:
-        if required:
-            raise CheckpointError(f"{path}: missing; the checkpoint is incomplete, retrain or restore it") from None
-        return None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a folder, not a file; the checkpoint is damaged, retrain or restore it") from None
+    except (FileNotFoundError, IsADirectoryError) as e:
+        if isinstance(e, FileNotFoundError) and not required:
+            return None
+        raise unreadable(path, e) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, NotImplementedError,
             OverflowError, MemoryError, RuntimeError) as e:
         raise CheckpointError(f"{path}: truncated or corrupted ({type(e).__name__}: {e}); use another snapshot "

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from chargen.checkpoint.files import unreadable
 from chargen.errors import CheckpointError
 
 MAX_HEADER = 1 << 24  # bytes; a chargen header is a few kB (safetensors itself allows 100 MB)
@@ -63,14 +64,10 @@ def read_tensors(path: Path, expect: Expect | None = None, required: bool = True
             start = f.read(8)
             length = int.from_bytes(start, "little") if len(start) == 8 else 0
             text = f.read(min(length, MAX_HEADER + 1))
-    except FileNotFoundError:
-        if required:
-            raise CheckpointError(f"{path}: missing; the checkpoint is incomplete, retrain or restore it") from None
-        return None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a folder, not a file; the checkpoint is damaged, retrain or restore it") from None
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot read it ({e.strerror or e})") from None
+        if isinstance(e, FileNotFoundError) and not required:
+            return None
+        raise unreadable(path, e) from None
     try:
         header = parse_header(start, text, size)
         if expect is not None:
