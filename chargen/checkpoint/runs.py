@@ -110,7 +110,8 @@ def resolve_run(name_or_path: str | os.PathLike[str] | None, root: str | os.Path
 def list_runs(root: Path = DEFAULT_ROOT) -> list[Path]:
     if not os.path.isdir(root):
         return []
-    return [d for d in root.iterdir() if d.is_dir() and ((d / "last").exists() or (d / "weights.npz").exists())]
+    return [d for d in root.iterdir() if d.is_dir() and any((d / f).exists() for f in ("last", "model.safetensors",
+                                                                                          "weights.npz"))]
 
 
 def _mtime(run: Path) -> float:
