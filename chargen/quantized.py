@@ -6,7 +6,7 @@ It has the numpy engine's interface (chargen.sampling.NumpyLSTM, chargen.cores.S
 take either engine. The output layer runs in float32 numpy on the top layer's h, in `step` as
 in `logits`, so a state set by hand predicts exactly what the step that reached it predicted.
 
-What runs: chargen.exporting builds the single-step graph (the one `chargen export` writes),
+What runs: chargen.exporters.step builds the single-step graph (the one `chargen export` writes),
 here with a free number of rows; TFLite's converter applies dynamic-range quantization (the
 weight matrices become int8, one scale per output column; at run time each row's activations
 are quantized to int8 before every product; inputs, outputs, gates and the LSTM state stay
@@ -88,7 +88,7 @@ class Int8LSTM:
 
         `cache`: True for cache_dir(), a folder, or False to convert without caching.
         """
-        from chargen.exporting import _numpy_stepper
+        from chargen.exporters.step import _numpy_stepper
 
         reference = _numpy_stepper(list(weights), len(units))
         dense = (reference.dense_kernel, reference.dense_bias)
@@ -125,7 +125,7 @@ class Int8LSTM:
         runner = self._runners.get(rows)
         if runner is None:
             from chargen._quiet import native_stderr_hidden
-            from chargen.exporting import SIGNATURE, tflite_interpreter
+            from chargen.exporters.tflite import SIGNATURE, tflite_interpreter
 
             zeros = {f"{k}{i}": np.zeros((rows, u), np.float32) for i, u in enumerate(self.units) for k in "hc"}
             # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on the first call,
@@ -157,10 +157,11 @@ class Int8LSTM:
 
 def _convert(reference, units: tuple[int, ...]) -> bytes:
     from chargen._quiet import native_stderr_hidden
-    from chargen.exporting import _step_module, _to_tflite
+    from chargen.exporters.step import _step_module
+    from chargen.exporters.tflite import to_tflite
 
     with native_stderr_hidden():  # the converter logs to stderr from C++
-        return _to_tflite(_step_module(reference, units, rows=None), int8=True)
+        return to_tflite(_step_module(reference, units, rows=None), int8=True)
 
 
 def _save(path: Path, model: bytes) -> None:

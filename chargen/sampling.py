@@ -40,7 +40,7 @@ class NumpyLSTM:
         self.stacked = [(np.vstack([k, r]).astype(np.float32), b.astype(np.float32)) for k, r, b in layers[1:]]
         self.dense_kernel = dense_kernel.astype(np.float32)
         self.dense_bias = dense_bias.astype(np.float32)
-        # The attributes above keep Keras's order for anything else built from them (chargen.exporting).
+        # The attributes above keep Keras's order for anything else built from them (chargen/exporters/step.py).
         # The step's own copies reorder the gate blocks to (i, f, o, g), so the three sigmoid gates
         # are one contiguous slice (a layer is ~12 numpy calls instead of ~20; at batch 1 the
         # per-call overhead is a third of the step).

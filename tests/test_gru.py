@@ -293,7 +293,7 @@ def test_tensorflow_step_against_numpy_step_and_through_savedmodel_and_tflite(tm
     """The exported step graph (token, h0, h1 -> h0, h1) built from the numpy layers' arrays."""
     import tensorflow as tf
 
-    from chargen.exporting import load_tflite_step
+    from chargen.exporters.tflite import load_tflite_step
     from chargen.gru import tf_layer_step
 
     layers = _numpy_layers(_perturbed(_char_model("keras"), 5))

@@ -15,7 +15,7 @@ import pytest
 import chargen
 from chargen import checkpoint as ckpt
 from chargen.errors import ConfigError
-from chargen.exporting import _numpy_stepper
+from chargen.exporters.step import _numpy_stepper
 from chargen.quantized import Int8LSTM, cache_dir, weights_key
 
 from conftest import ROOT
