@@ -52,8 +52,9 @@ def write_checkpoint(folder: Path, units: tuple[int, ...], embed: int) -> Path:
     run = folder / f"random-{'x'.join(map(str, units))}"
     files = {"config.json": ckpt.config_json(cfg, TrainConfig()), "tokenizer.json": tok.to_str(),
              "progress.json": json.dumps({"epoch": 0, "step": 0})}
-    ckpt.write_snapshot(run, "e0000-s000000", files, {"weights.npz": build_model(cfg, 1).get_weights()},
-                        point=("last", "best"))
+    model = build_model(cfg, 1)
+    weights = dict(zip(ckpt.weight_names(model.weights), model.get_weights()))
+    ckpt.write_snapshot(run, "e0000-s000000", files, {"model.safetensors": weights}, point=("last", "best"))
     return run
 
 

@@ -28,7 +28,7 @@ SHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 import numpy as np  # noqa: E402
 
 from browser import INSTALL, chromium_paths, start_browser, static_server  # noqa: E402
-from chargen import export_web  # noqa: E402
+from chargen.exporters import web as export_web  # noqa: E402
 from chargen.config import ModelConfig  # noqa: E402
 from chargen.net.layout import weight_shapes  # noqa: E402
 from chargen.net.numpy_engine import NumpyEngine  # noqa: E402

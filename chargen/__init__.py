@@ -21,9 +21,9 @@ def __getattr__(name: str):
     lazy = {"train": "chargen.trainer", "TrainResult": "chargen.trainer", "EpochEnd": "chargen.hooks",
             "StepEnd": "chargen.hooks",
             "load": "chargen.generate", "Generator": "chargen.generate",
-            "read_text": "chargen.corpus", "CharTokenizer": "chargen.tokenizer", "BpeTokenizer": "chargen.bpe",
+            "read_text": "chargen.corpus", "CharTokenizer": "chargen.char_tokenizer", "BpeTokenizer": "chargen.bpe",
             "Streams": "chargen.streams",
-            "export": "chargen.exporting",
+            "export": "chargen.exporters",  # not chargen/export/: importing it would replace this function
             # not chargen/evaluate.py: importing a submodule of that name would replace this function
             "evaluate": "chargen.evaluation", "EvalResult": "chargen.evaluation",
             # not chargen/history.py, for the same reason

@@ -17,13 +17,11 @@ It is also simple enough to find in numpy, which makes encoding a big book fast 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 
 from chargen.errors import CheckpointError, ConfigError
-from chargen.tokenizer import CharTokenizer
+from chargen.tokenizer_base import CharIndex, Tokenizer, text_alphabet
 
 DEFAULT_VOCAB = 512
 TRAIN_SAMPLE = 8_000_000  # at most this many characters of the book are counted to learn the merges
@@ -41,7 +39,7 @@ def _hf_tokenizer(vocab: dict[str, int] | None = None, merges: list[tuple[str, s
     return tok
 
 
-class BpeTokenizer:
+class BpeTokenizer(Tokenizer):
     """A BPE vocabulary: the book's characters followed by the merged tokens; token i is the text `tokens[i]`."""
 
     kind = "bpe"
@@ -63,14 +61,13 @@ class BpeTokenizer:
             raise CheckpointError(f"{where}: the vocabulary has no single characters; retrain or restore the file")
         self._merges = list(merges)
         self._hf = _hf_tokenizer(dict(vocab), self._merges)
-        self._chars = CharTokenizer(sorted(alphabet))  # checks and numbers the text's characters, vectorised
-        self.token_lengths = np.array([len(t) for t in self.tokens], np.int64)
+        self._alphabet = CharIndex(sorted(alphabet))  # checks and numbers the text's characters, vectorised
         # Every token as the alphabet ids of its characters, flattened: decoding and checking in numpy.
         flat = "".join(self.tokens)
-        self._token_chars = self._chars.encode(flat).astype(np.int64) if flat else np.zeros(0, np.int64)
+        self._token_chars = self._alphabet.positions(flat, np.int64) if flat else np.zeros(0, np.int64)
         self._token_starts = np.cumsum(self.token_lengths) - self.token_lengths
-        self._space = self._chars._index.get(" ", -1)
-        self._newline = self._chars._index.get("\n", -1)
+        self._space = self._alphabet.index.get(" ", -1)
+        self._newline = self._alphabet.index.get("\n", -1)
 
     # ------------------------------------------------------------ training
 
@@ -86,7 +83,7 @@ class BpeTokenizer:
         """
         from tokenizers import trainers
 
-        alphabet = CharTokenizer.from_text(text).chars
+        alphabet = text_alphabet(text)
         if not (isinstance(vocab_size, int) and vocab_size > len(alphabet)):
             raise ConfigError(f"--vocab-size {vocab_size!r} is too small: the text has {len(alphabet)} distinct "
                               f"characters, and BPE adds merged tokens to them; give at least {len(alphabet) + 1}")
@@ -96,19 +93,18 @@ class BpeTokenizer:
         hf.train_from_iterator(_training_sample(text), trainer)
         return cls.from_str(hf.to_str(), "trained tokenizer")
 
-    # ------------------------------------------------------------ the interface shared with CharTokenizer
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokens)
-
-    @property
-    def id_dtype(self) -> np.dtype:
-        return np.dtype(np.uint16 if self.vocab_size <= 65536 else np.int32)
+    # ------------------------------------------------------------ what a kind brings (chargen/tokenizer_base.py)
 
     def unknown_chars(self, text: str) -> list[str]:
         """Characters of `text` that are not in the alphabet (the book's characters)."""
-        return self._chars.unknown_chars(text)
+        return self._alphabet.unknown(text)
+
+    def with_chars(self, chars: list[str]) -> "BpeTokenizer":
+        """The same merges, and each new character a token of its own after the old ids (no merge makes or uses it)."""
+        if any(len(c) != 1 or c in self._alphabet.index for c in chars):
+            raise ValueError(f"with_chars takes single characters the alphabet lacks, got {chars!r}")
+        vocab = {t: i for i, t in enumerate(self.tokens + list(chars))}
+        return BpeTokenizer(vocab, self._merges, "an extended vocabulary")
 
     def encode(self, text: str, chunk: int = 1 << 21) -> np.ndarray:
         """Text -> ids in a compact array, equal to the Hugging Face tokenizer's ids for the text.
@@ -125,7 +121,7 @@ class BpeTokenizer:
         return np.concatenate(parts) if parts else np.zeros(0, self.id_dtype)
 
     def _encode_piece(self, piece: str, table: "_WordTable") -> np.ndarray:
-        chars = self._chars.encode(piece, chunk=max(len(piece), 1)).astype(np.int64)  # VocabularyError if unknown
+        chars = self._alphabet.positions(piece, np.int64, chunk=max(len(piece), 1))  # VocabularyError if unknown
         n = len(chars)
         starts = np.flatnonzero(np.concatenate([[True], (chars[1:] == self._space) | (chars[:-1] == self._newline)]))
         ends = np.append(starts[1:], n)
@@ -145,35 +141,7 @@ class BpeTokenizer:
             ids = np.asarray(self._hf.encode(piece, add_special_tokens=False).ids, np.int64)
         return ids
 
-    def encode_hf(self, text: str) -> list[int]:
-        """The same ids through the Hugging Face tokenizer alone (small texts; used by tests and tools)."""
-        self._chars.encode(text)  # Hugging Face would silently drop unknown characters
-        return self._hf.encode(text, add_special_tokens=False).ids
-
-    def decode(self, ids) -> str:
-        return "".join([self.tokens[int(i)] for i in ids])
-
-    def decode_hf(self, ids) -> str:
-        return self._hf.decode([int(i) for i in ids], skip_special_tokens=False)
-
-    def count_chars(self, ids: np.ndarray, chunk: int = 1 << 22) -> int:
-        """How many characters `ids` (any shape) decode to, without decoding them."""
-        ids = np.asarray(ids)
-        if ids.size == 0:
-            return 0
-        counts = np.zeros(self.vocab_size, np.int64)
-        for row in ids.reshape(-1, ids.shape[-1]) if ids.ndim > 1 else ids.reshape(1, -1):  # views, no copy
-            for start in range(0, len(row), chunk):
-                counts += np.bincount(row[start:start + chunk], minlength=self.vocab_size)
-        return int(counts @ self.token_lengths)
-
     # ------------------------------------------------------------ tokenizer.json
-
-    def to_str(self) -> str:
-        return self._hf.to_str(pretty=True)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(self.to_str(), encoding="utf-8")
 
     @classmethod
     def from_str(cls, data: str, where: str = "tokenizer.json") -> "BpeTokenizer":
@@ -201,12 +169,6 @@ class BpeTokenizer:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise CheckpointError(f"{where}: not a chargen BPE vocabulary ({e}); retrain or restore the file") from None
         return cls(vocab, pairs, where)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "BpeTokenizer":
-        from chargen.tokenizer import read_tokenizer_file
-
-        return cls.from_str(read_tokenizer_file(Path(path)), str(path))
 
 
 class _WordTable:

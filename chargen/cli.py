@@ -37,7 +37,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not MISSING else None
         kind = str if f.name == "units" or f.type == "str" else (int if f.type in ("int", "int | None") else float)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        said = "(default:" in f.metadata["help"]  # a help text that explains its own default
+        said = "(default:" in f.metadata["help"] or default is None  # explains its own default, or has none
         allowed = f.metadata.get("choices")  # argparse refuses anything else, and --help shows them as {a,b}
         parser.add_argument(flag, *f.metadata.get("aliases", ()), dest=f.name, type=kind, default=None, choices=allowed,
                             metavar=None if allowed else flag[2:].replace("-", "_").upper(),
@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--root", default="checkpoints", help="where checkpoints go (default: checkpoints)")
     t.add_argument("--resume", action="store_true", help="continue the run in --root/--name from its last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    t.add_argument("--init-from", default=None, metavar="RUN",
+                   help="fine-tune: start from this run's weights (a run name under --root, or a folder), with its "
+                        "model and tokenizer and a fresh optimizer and schedule (docs/checkpoints.md)")
+    t.add_argument("--which", choices=("best", "last"), default=None,
+                   help="with --init-from: the snapshot to start from (default: best)")
+    t.add_argument("--new-chars", choices=("extend", "error"), default=None,
+                   help="with --init-from: characters of BOOK the run never saw are added to its vocabulary "
+                        "(extend) or refused (error) (default: extend)")
     t.add_argument("--quiet", action="store_true", help="print nothing while training (no bar, no lines)")
     t.add_argument("--log-every", type=float, default=60.0, metavar="SECONDS",
                    help="when stderr is not a terminal (a log file, a pipe): a progress line every SECONDS "
@@ -108,18 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "but not equal; converted once per snapshot and cached) (default: fp32)")
     _add_fields(s, SampleConfig)
 
-    x = sub.add_parser("export", help="write a checkpoint as a single-step SavedModel or TFLite model for other runtimes, "
-                                      "or as a web page that generates in the browser",
+    x = sub.add_parser("export", help="write a checkpoint as a single-step SavedModel or TFLite model or a Keras model "
+                                      "for other programs, or as a web page that generates in the browser",
                        description="Write a checkpoint as a batch-1 model that takes one character id and the "
                                    "recurrent state and returns the next logits and the new state, for any TensorFlow runtime "
-                                   "(a SavedModel folder) or TFLite, with tokenizer.json and chargen_export.json "
-                                   "beside it, or as a static web page that generates in the browser (docs/web.md). "
-                                   "The export is checked against chargen's own step before it is put in place.")
+                                   "(a SavedModel folder) or TFLite; as a .keras file of stock Keras layers that keep "
+                                   "their own state; or as a static web page that generates in the browser "
+                                   "(docs/web.md). tokenizer.json and chargen_export.json go beside it "
+                                   "(docs/export.md). The export is checked against chargen's own step before it is "
+                                   "put in place.")
     x.add_argument("checkpoint", nargs="?", default=None, metavar="NAME",
                    help="run name under --root or a folder (default: the newest run)")
-    x.add_argument("--format", choices=("savedmodel", "tflite", "web"), default="savedmodel",
-                   help="savedmodel (a folder for any TensorFlow runtime), tflite, or web (a static page that "
-                        "generates in the browser, see docs/web.md) (default: savedmodel)")
+    x.add_argument("--format", choices=("savedmodel", "tflite", "keras", "web"), default="savedmodel",
+                   help="savedmodel (a folder for any TensorFlow runtime), tflite, keras (model.keras: stock layers, "
+                        "keras.saving.load_model loads it without chargen), or web (a static page that generates in "
+                        "the browser, see docs/web.md) (default: savedmodel)")
     x.add_argument("--out", default=None, metavar="DIR", help="folder to write (default: exports/NAME-FORMAT)")
     x.add_argument("--which", choices=("best", "last"), default="best", help="snapshot to export (default: best)")
     x.add_argument("--root", default="checkpoints", help="where checkpoints are (default: checkpoints)")
@@ -214,7 +225,7 @@ def _train(args: argparse.Namespace) -> int:
         options["units"] = parse_units(str(default_units[0]) if args.units is None else args.units, args.layers)
     where = dict(name=args.name, root=args.root, resume=args.resume, overwrite=args.overwrite,
                  progress=False if args.quiet else None, log_every=args.log_every, log_format=args.log_format,
-                 callbacks=callbacks)
+                 callbacks=callbacks, init_from=args.init_from, init_which=args.which, new_chars=args.new_chars)
     check_train_args(args.book, **where, **options)  # every check that needs neither TensorFlow nor the book
     import_tensorflow_quietly()
     from chargen.trainer import TrainingInterrupted, train
@@ -336,9 +347,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     check_which(args.which)
     resolve_run(args.checkpoint, args.root)  # a bad name or --root fails before TensorFlow loads
-    if args.format != "web":  # the web format is plain arrays and files: no TensorFlow to wait for
+    from chargen.exporters import NEEDS_TENSORFLOW, export
+
+    if args.format in NEEDS_TENSORFLOW:  # the web format is plain arrays and files: no TensorFlow to wait for
         import_tensorflow_quietly()
-    from chargen.exporting import export
 
     with native_stderr_hidden():  # the TFLite converter and interpreter log to stderr from C++
         out = export(args.checkpoint, out=args.out, format=args.format, which=args.which, root=args.root,

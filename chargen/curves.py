@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chargen import checkpoint as ckpt
-from chargen.errors import CheckpointError
+from chargen.errors import ChargenError, CheckpointError
 
 # key -> may it be missing or null (val_* without validation; lr and steps in runs from older chargen)
 FIELDS = {"epoch": False, "train_loss": False, "train_bpc": False, "val_loss": True, "val_bpc": True,
@@ -45,6 +45,18 @@ def run_history(run: Path) -> list[dict[str, Any]]:
     return read_history(path)
 
 
+def _last_copy(path: Path) -> Path | None:
+    """The copy of a run's history.jsonl in the snapshot `last` names (written with every snapshot, before the
+    run's own), if there is one."""
+    try:
+        if ckpt.pointed_snapshot(path.parent, "last") is None:  # checked: inside the run
+            return None
+    except ChargenError:
+        return None
+    copy = path.parent / ckpt.read_pointer(path.parent, "last") / path.name  # as the user named the run
+    return copy if copy.exists() else None
+
+
 def read_history(path: Path) -> list[dict[str, Any]]:
     """Parse and check a history.jsonl; a missing, unreadable or damaged file is a CheckpointError."""
     try:
@@ -54,8 +66,7 @@ def read_history(path: Path) -> list[dict[str, Any]]:
                               "(no history.jsonl or config.json)") from None
     except (OSError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: cannot read it ({e})") from None
-    copy = path.parent / "last" / "history.jsonl"  # written with every snapshot, before the run's own
-    hint = f"the last snapshot holds a copy: {copy}" if copy.exists() else "the file is damaged"
+    hint = f"the last snapshot holds a copy: {copy}" if (copy := _last_copy(path)) else "the file is damaged"
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():

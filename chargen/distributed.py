@@ -223,7 +223,7 @@ class Engine:
     # ------------------------------------------------------------ the training state
 
     def train_state(self, model) -> list[np.ndarray]:
-        """What train_state.npz holds: per layer its state tensors (h, c or h) as (B, units) in stream order, then
+        """What train_state.safetensors holds: per layer its state tensors (h, c or h), (B, units) in stream order, then
         the RNG states."""
         if not self.distributed:
             return [a for layer in get_state(model) for a in layer] + [v.numpy() for v in rng_vars(model)]

@@ -102,7 +102,7 @@ def evaluate(text_or_path: str | os.PathLike[str], checkpoint: str | os.PathLike
     is_path = _is_path(text_or_path)
     run = ckpt.resolve_run(checkpoint, root)  # before the text is read: a wrong name fails at once
     text = read_text(text_or_path) if is_path else text_or_path
-    snap = ckpt.read_run_snapshot(run, which)
+    snap = ckpt.open_snapshot(run, which)
     tokenizer = snap.tokenizer
     text, skipped = known_text(tokenizer, text, unknown)
     ids = tokenizer.encode(text)

@@ -209,6 +209,14 @@ class Generator:
     def generate(self, seed: str = "", length: int = 500, **kwargs) -> str:
         return "".join(self.stream(seed, length, **kwargs))
 
+    def keras_model(self):
+        """A new batch-1 stateful Keras model of stock layers with these weights, ending in next-token probabilities:
+        what `chargen export --format keras` writes (chargen/exporters/keras.py). A copy: changing it, or its
+        state, leaves the Generator as it was."""
+        from chargen.exporters.keras import keras_model
+
+        return keras_model(self.config, self.model.get_weights())
+
 
 def check_sampling_fits(cfg: ModelConfig, num_samples: int, length: int) -> None:
     """ConfigError unless `num_samples` rows of `length` characters could fit in the memory available now."""
@@ -232,8 +240,6 @@ def load(checkpoint: str | os.PathLike[str] | None = None, which: str = "best",
     None picks the most recently written run. `which` is "best" (lowest validation loss)
     or "last". `precision` is "fp32" (the exact numpy engine) or "int8" (chargen/quantized.py).
     """
-    ckpt.check_which(which)
     generation_precision(precision)
-    run = ckpt.resolve_run(checkpoint, root)
-    snap = ckpt.read_run_snapshot(run, which)
+    snap = ckpt.open_snapshot(checkpoint, which, root)
     return Generator(snap.model, snap.weights, snap.tokenizer, snap.path, precision)

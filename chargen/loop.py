@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -72,6 +72,7 @@ class TrainingLoop:
         self.saved_at = None  # (epoch, step) of the snapshot `last` names
         self.book: dict[str, Any] | None = None  # the training text's fingerprint (checkpoint.book_fingerprint)
         self.resumed_at = None
+        self.config_extra: dict[str, Any] = {}  # what config.json says besides the configs ("init_from")
         if snap is not None:
             self._restore(snap)
         # A time budget's place on the cosine curve (seconds used / budget), set before every step.
@@ -161,10 +162,10 @@ class TrainingLoop:
             f"Resume with: {self.resume_command}", signum=self.stop_signal, resume_command=self.resume_command)
 
     def _diverged(self, what: str) -> TrainingDiverged:
-        last = self.run_dir / "last"
-        kept = (f"{last} still names the last good snapshot ({os.readlink(last)}), but resuming would "
+        last, named = self.run_dir / "last", ckpt.read_pointer(self.run_dir, "last")
+        kept = (f"{last} still names the last good snapshot ({named}), but resuming would "
                 f"diverge again; train again with a lower --lr (now {self.tcfg.lr:g}) and --overwrite, or "
-                "under another --name" if last.is_symlink() and not self.replaces_run else
+                "under another --name" if named is not None and not self.replaces_run else
                 f"nothing was saved{' and the run it was to replace is unchanged' if self.replaces_run else ''}; "
                 f"train again with a lower --lr (now {self.tcfg.lr:g})")
         return TrainingDiverged(f"training diverged: {what} at epoch {self.epoch + 1}, step {self.step}; "
@@ -272,7 +273,7 @@ class TrainingLoop:
     def _write_run_files(self) -> None:
         if self.replaces_run:
             return  # written with the first snapshot, which replaces the old run (_save)
-        ckpt.write_atomic(self.run_dir / "config.json", ckpt.config_json(self.mcfg, self.tcfg))
+        ckpt.write_atomic(self.run_dir / "config.json", ckpt.config_json(self.mcfg, self.tcfg, self.config_extra))
         ckpt.write_atomic(self.run_dir / "tokenizer.json", self.tokenizer.to_str())
 
     def _save(self, why: str, best: bool = False) -> None:
@@ -281,14 +282,14 @@ class TrainingLoop:
                     "num_batches": self.streams.num_batches, "partial": self.partial, "book": self.book,
                     "seconds": self.seconds()}
         history = self.history + [r for r in [self.budget_record] if r]
-        files = {"config.json": ckpt.config_json(self.mcfg, self.tcfg), "tokenizer.json": self.tokenizer.to_str(),
+        files = {"config.json": ckpt.config_json(self.mcfg, self.tcfg, self.config_extra),
+                 "tokenizer.json": self.tokenizer.to_str(),
                  "progress.json": json.dumps(progress, indent=2) + "\n", "history.jsonl": ckpt.history_jsonl(history)}
         weights = self.model.get_weights()
         if not all(np.isfinite(w).all() for w in weights):
             raise self._diverged("the weights became NaN or Inf")
-        arrays = {"weights.npz": weights,
-                  "optimizer.npz": [v.numpy() for v in self.optimizer.variables],
-                  "train_state.npz": self.engine.train_state(self.model)}  # all B rows, in stream order
+        arrays = ckpt.snapshot_arrays(self.mcfg, self.tcfg.batch_size, self.model, weights, self.optimizer,
+                                      self.engine.train_state(self.model))  # all B rows, in stream order
         snap_id = ckpt.snapshot_id(self.epoch, self.step)
         try:
             final = ckpt.write_snapshot(self.run_dir, snap_id, files, arrays, ("last", "best") if best else ("last",),
@@ -304,14 +305,20 @@ class TrainingLoop:
         self.last_save = clock()
         self.log.saved(str(final), why, best, self.epoch, self.step)
 
+    def start_from(self, weights: list[np.ndarray], init_from: dict[str, Any]) -> None:
+        """Fine-tuning (chargen/finetune.py): another run's weights; the optimizer and the schedule start fresh."""
+        ckpt.assign_weights(self.model, weights, Path(init_from["run"]))
+        self.config_extra = {"init_from": init_from}
+
     def _restore(self, snap: ckpt.Snapshot) -> None:
         ckpt.assign_weights(self.model, snap.weights, snap.path)
+        self.config_extra = {key: snap.config[key] for key in ("init_from",) if key in snap.config}
         opt_vars = self.optimizer.variables
-        if snap.optimizer is None or [(a.shape, a.dtype) for a in snap.optimizer] != [
-                (tuple(v.shape), np.dtype(v.dtype)) for v in opt_vars]:
-            raise CheckpointError(f"{snap.path}: optimizer state is missing or does not fit (its arrays' shapes or "
-                                  "dtypes differ from the optimizer's); cannot resume exactly")
-        for v, a in zip(opt_vars, snap.optimizer):
+        saved = snap.optimizer_arrays(ckpt.optimizer_names(opt_vars, self.model.weights))
+        if saved is None or [(a.shape, a.dtype) for a in saved] != [(tuple(v.shape), np.dtype(v.dtype)) for v in opt_vars]:
+            raise CheckpointError(f"{snap.file('optimizer')}: optimizer state is missing or does not fit (its arrays' "
+                                  "names, shapes or dtypes differ from the optimizer's); cannot resume exactly")
+        for v, a in zip(opt_vars, saved):
             v.assign(a)
         p = snap.progress
         self.epoch, self.step, self.best = p["epoch"], p["step"], p.get("best_loss")
@@ -322,7 +329,7 @@ class TrainingLoop:
         if self.history and self.history[-1].get("partial"):  # a budget ended here, mid-epoch
             self.budget_record = self.history.pop()
         if snap.train_state is not None:
-            self.engine.restore_train_state(self.model, self.mcfg, snap.train_state, snap.path / "train_state.npz")
+            self.engine.restore_train_state(self.model, self.mcfg, snap.train_state, snap.file("train_state"))
 
 
 class _ValidationStopped(Exception):

@@ -7,7 +7,7 @@ evaluation and a server can take either engine, for any cell. The output layer r
 numpy on the top layer's h, in `step` as in `logits`, so a state set by hand predicts exactly
 what the step that reached it predicted.
 
-What runs: chargen.exporting builds the single-step graph (the one `chargen export` writes),
+What runs: chargen.exporters.step builds the single-step graph (the one `chargen export` writes),
 here with a free number of rows; TFLite's converter applies dynamic-range quantization (the
 weight matrices become int8, one scale per output column; at run time each row's activations
 are quantized to int8 before every product; inputs, outputs, gates and the state stay
@@ -80,7 +80,7 @@ class Int8Engine:
     def __init__(self, model: bytes, cell: str, units: Sequence[int], dense: tuple[np.ndarray, np.ndarray],
                  threads: int | None = None):
         self.model, self.units = model, tuple(int(u) for u in units)
-        from chargen.exporting import state_names
+        from chargen.exporters.step import state_names
 
         self.cell = get_cell(cell)
         self.names = state_names(self.cell, len(self.units))  # the exported graph's state inputs and outputs
@@ -135,7 +135,7 @@ class Int8Engine:
         runner = self._runners.get(rows)
         if runner is None:
             from chargen._quiet import native_stderr_hidden
-            from chargen.exporting import SIGNATURE, tflite_interpreter
+            from chargen.exporters.tflite import SIGNATURE, tflite_interpreter
 
             zeros = {n: np.zeros((rows, u), np.float32) for names, u in zip(self.names, self.units) for n in names}
             # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on the first call,
@@ -167,10 +167,11 @@ class Int8Engine:
 
 def _convert(reference) -> bytes:
     from chargen._quiet import native_stderr_hidden
-    from chargen.exporting import _step_module, _to_tflite
+    from chargen.exporters.step import step_module
+    from chargen.exporters.tflite import to_tflite
 
     with native_stderr_hidden():  # the converter logs to stderr from C++
-        return _to_tflite(_step_module(reference, rows=None), int8=True)
+        return to_tflite(step_module(reference, rows=None), int8=True)
 
 
 def _save(path: Path, model: bytes) -> None:

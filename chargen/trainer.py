@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from chargen import checkpoint as ckpt
-from chargen import memory
+from chargen import finetune, memory
 from chargen.budget import DEFAULT_EPOCHS
 from chargen.checkpoint import check_name, default_name
 from chargen.config import ModelConfig, TrainConfig, flag, renamed
@@ -69,11 +69,13 @@ class RunPlan:
     run_dir: Path  # where this process writes (NAME-workerI for a non-chief worker)
     model_options: dict[str, Any]
     train_options: dict[str, Any]
+    init: finetune.InitPlan | None = None  # the run --init-from starts from
 
 
 def check_train_args(corpus: Any, *, name: Any = None, root: Any = "checkpoints", resume: Any = False,
                      overwrite: Any = False, progress: Any = None, log: Any = None, log_every: Any = 60.0,
-                     log_format: Any = "text", callbacks: Any = (), **options: Any) -> RunPlan:
+                     log_format: Any = "text", callbacks: Any = (), init_from: Any = None, init_which: Any = None,
+                     new_chars: Any = None, **options: Any) -> RunPlan:
     """Every check train() can make before TensorFlow loads and before anything is written.
 
     TypeError for a wrongly typed argument, ConfigError for a bad option (or a model too big
@@ -97,7 +99,11 @@ def check_train_args(corpus: Any, *, name: Any = None, root: Any = "checkpoints"
     check_path(root, "--root")
     named_dir = Path(root) / check_name(default_name(corpus) if name is None else name)
     check_path(named_dir, "--name")
-    if resume:  # the checkpoint's settings are checked when it is read; here each given value on its own
+    init = finetune.check_init(init_from, init_which, new_chars, root, resume, m_opts, t_opts)
+    if init is not None:  # the model and the tokenizer are the run's
+        tcfg = TrainConfig(**init.train_options(t_opts)).validate()
+        check_memory(init.model_config(m_opts), tcfg)
+    elif resume:  # the checkpoint's settings are checked when it is read; here each given value on its own
         tcfg = TrainConfig(**{k: v for k, v in t_opts.items() if k != "bpe_vocab"}).validate()
         mcfg = ModelConfig(**{"vocab_size": 1, **m_opts}).validate()
     else:
@@ -108,7 +114,7 @@ def check_train_args(corpus: Any, *, name: Any = None, root: Any = "checkpoints"
     ckpt.check_writable(run_dir)  # creating nothing
     check_source(corpus)  # the book exists, before a lock is taken or a folder made
     refuse_if_locked(run_dir)  # at once; train() then takes the lock itself
-    return RunPlan(named_dir, run_dir, m_opts, t_opts)
+    return RunPlan(named_dir, run_dir, m_opts, t_opts, init)
 
 
 def check_memory(mcfg: ModelConfig, tcfg: TrainConfig) -> None:
@@ -123,7 +129,8 @@ def check_memory(mcfg: ModelConfig, tcfg: TrainConfig) -> None:
 def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str | os.PathLike[str] = "checkpoints",
           resume: bool = False, overwrite: bool = False, progress: bool | None = None,
           log: Callable[[str], None] | None = None, log_every: float = 60.0, log_format: str = "text",
-          callbacks: Sequence[Any] = (), **options: Any) -> TrainResult:
+          callbacks: Sequence[Any] = (), init_from: str | os.PathLike[str] | None = None, init_which: str | None = None,
+          new_chars: str | None = None, **options: Any) -> TrainResult:
     """Train on a whole book and write checkpoints to `root/name` (name defaults to the book's stem).
 
     `options` are ModelConfig / TrainConfig fields (epochs=5, units=(256, 256), seed=1, ...).
@@ -151,9 +158,15 @@ def train(corpus: str | os.PathLike[str], *, name: str | None = None, root: str 
     Only one process trains a run at a time: another train() of the same run (resume and
     overwrite included) is refused at once with RunLockedError naming the process. With
     overwrite=True the old run stays as it was until the new one has saved a complete snapshot.
+
+    Fine-tuning (chargen/finetune.py): `init_from` (a run name under `root`, or a folder) starts
+    this new run from that run's `init_which` snapshot ("best" by default, or "last"), with its model
+    and tokenizer and a fresh optimizer and schedule. Characters of the text the run never saw are
+    added to the vocabulary (new_chars="extend", the default) or refused ("error").
     """
     plan = check_train_args(corpus, name=name, root=root, resume=resume, overwrite=overwrite, progress=progress,
-                            log=log, log_every=log_every, log_format=log_format, callbacks=callbacks, **options)
+                            log=log, log_every=log_every, log_format=log_format, callbacks=callbacks,
+                            init_from=init_from, init_which=init_which, new_chars=new_chars, **options)
     trainlog = TrainLog.choose(progress, log, log_every, log_format)
     with RunLock(plan.run_dir):  # before anything is read from or written to the run, until the run ends
         return _train_locked(corpus, plan, resume, overwrite, trainlog, callbacks)
@@ -167,7 +180,7 @@ def _train_locked(corpus, plan: RunPlan, resume: bool, overwrite: bool, trainlog
     if resume:
         if not exists:
             raise CheckpointError(f"{run_dir}: nothing to resume; train without --resume first")
-        snap = ckpt.read_snapshot(ckpt.snapshot_dir(run_dir, "last"))
+        snap = ckpt.open_snapshot(run_dir, "last", with_training=True)
         mcfg, tcfg = _resume_configs(snap, m_opts, t_opts)
         check_memory(mcfg, tcfg)
         tokenizer = snap.tokenizer
@@ -176,6 +189,8 @@ def _train_locked(corpus, plan: RunPlan, resume: bool, overwrite: bool, trainlog
             raise CheckpointError(f"{run_dir} already holds a run; add --resume to continue it, "
                                   "--name NAME for a new one, or --overwrite to replace it")
         snap = None
+        if plan.init is not None:
+            t_opts = plan.init.train_options(t_opts)
         tcfg = TrainConfig(**t_opts).validate()
         if all(getattr(tcfg, b) is None for b in BUDGETS):
             tcfg = replace(tcfg, epochs=DEFAULT_EPOCHS)  # recorded, like the seed
@@ -186,6 +201,8 @@ def _train_locked(corpus, plan: RunPlan, resume: bool, overwrite: bool, trainlog
 
             tcfg = replace(tcfg, bpe_vocab=DEFAULT_VOCAB)  # recorded, like the seed
         mcfg = ModelConfig(**{"vocab_size": 1, **m_opts}).validate()  # vocab set below, from the text
+        if plan.init is not None:
+            mcfg = plan.init.model_config(m_opts)
     engine = Engine(tcfg.distribute, tcfg.batch_size)  # early: refuses a batch the replicas cannot share
     precision_why = "as the run started"
     if tcfg.precision == "auto" or snap is None:  # auto -> what it chose, recorded so a resume keeps it
@@ -194,7 +211,11 @@ def _train_locked(corpus, plan: RunPlan, resume: bool, overwrite: bool, trainlog
         tcfg = replace(tcfg, precision=precision)
 
     text = read_text(corpus)
-    if snap is None:
+    start = None if plan.init is None else finetune.start(plan.init, text, tcfg.seed, mcfg.dropout)
+    if start is not None:
+        tokenizer, mcfg = start.tokenizer, start.model
+        check_memory(mcfg, tcfg)
+    elif snap is None:
         tokenizer = build_tokenizer(tcfg.tokenizer, text, tcfg.bpe_vocab)
         mcfg = replace(mcfg, vocab_size=tokenizer.vocab_size)
         check_memory(mcfg, tcfg)  # again, with the vocabulary's size
@@ -217,6 +238,8 @@ def _train_locked(corpus, plan: RunPlan, resume: bool, overwrite: bool, trainlog
 
     ckpt.prepare_run_dir(run_dir)
     loop = _Loop(run_dir, mcfg, tcfg, tokenizer, train_streams, val_streams, snap, trainlog, callbacks, engine)
+    if start is not None:
+        loop.start_from(start.weights, start.record)
     loop.resume_command = resume_command(corpus, plan.named_dir)
     loop.book = book
     loop.replaces_run = exists and overwrite and not resume  # the old run stays until the first snapshot

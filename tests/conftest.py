@@ -81,6 +81,7 @@ def reference_run(tmp_path_factory, small_text):
     """make(**options) -> the `last` snapshot of an uninterrupted run on small_text with TINY and `options`,
     trained once per session: what an interrupted and resumed run must equal."""
     import chargen
+    from chargen import checkpoint as ckpt
 
     made = {}
 
@@ -90,7 +91,7 @@ def reference_run(tmp_path_factory, small_text):
             d = tmp_path_factory.mktemp("reference")
             (d / "book.txt").write_text(small_text, encoding="utf-8")
             result = chargen.train(d / "book.txt", root=d / "ck", progress=False, **{**TINY, **options})
-            made[key] = (result.run_dir / "last").resolve()
+            made[key] = ckpt.snapshot_dir(result.run_dir, "last")
         return made[key]
     return make
 

@@ -3,7 +3,7 @@
 Python cannot see whether data reached the disk: a file read back after write() comes from the
 page cache whether or not it was ever fsynced. So the writer runs in a real subprocess under
 `strace`, which records every system call that changes files (opens for writing, writes,
-fsync, rename, mkdir, symlink, unlink), and this module replays them on a model of the
+fsync, rename, mkdir, symlink, unlink; the bytes of small writes), and this module replays them on a model of the
 file system that keeps, for every folder, the entries a crash could leave, as POSIX promises
 them (the rules the checkpoint code is written against):
 - a file's data survives a crash only if fsync (or fdatasync) on it finished after its last
@@ -13,6 +13,10 @@ them (the rules the checkpoint code is written against):
 After every call the checker takes each name that must never be half-written (`last` and `best`,
 the run folder's copies) in every combination of old and new entries along its path, and
 reports the first call after which one of them could name a missing, incomplete or unsynced file.
+`last` and `best` are pointer files (chargen/checkpoint/pointers.py; symlinks in runs written by
+chargen 0.1): a pointer is published like any file, so its own data must be synced before the
+rename that publishes it, and the model keeps the bytes written to small files to know what
+each pointer names in every world.
 A crash "between any two calls" thus covers a crash after a truncating open and before the
 data, between two files, between a rename and the fsync that makes it last, and so on.
 
@@ -31,6 +35,8 @@ from pathlib import Path
 
 SYSCALLS = ("open,openat,creat,write,pwrite64,writev,pwritev,pwritev2,ftruncate,truncate,fsync,fdatasync,sync,"
             "syncfs,rename,renameat,renameat2,mkdir,mkdirat,symlink,symlinkat,unlink,unlinkat,rmdir,link,linkat")
+STRING_BYTES = 256  # a write longer than this is logged cut short: its file's bytes are then unknown
+SMALL_FILE = 4096  # files that exist before the trace: the bytes of those up to this size are read
 _LINE = re.compile(r"^(?P<pid>\d+)\s+(?P<name>\w+)\((?P<args>.*)\)\s+=\s+(?P<ret>-?\d+)(?P<retpath><[^>]*>)?")
 _UNFINISHED = re.compile(r"^(?P<pid>\d+)\s+(?P<name>\w+)\((?P<args>.*) <unfinished \.\.\.>$")
 _RESUMED = re.compile(r"^(?P<pid>\d+)\s+<\.\.\. (?P<name>\w+) resumed>(?P<args>.*)\)\s+=\s+(?P<ret>-?\d+)(?P<retpath><[^>]*>)?")
@@ -50,7 +56,8 @@ def traced(argv: list[str], log: Path, inject: str | None = None, **kwargs) -> s
     """Run argv under strace, writing the calls that change files to `log`; `inject` is an strace -e inject= spec."""
     # --seccomp-bpf stops the tracee only at traced calls (a TensorFlow import makes thousands of
     # others), but strace 6.1 then never fires an injection, so it is left out where one is asked for.
-    cmd = ["strace", "-f", "-qq", "-y", "-s", "0", "-e", f"trace={SYSCALLS}", "-o", str(log)]
+    # -s: the bytes of writes up to STRING_BYTES long are logged (what a pointer file holds); paths always are.
+    cmd = ["strace", "-f", "-qq", "-y", "-s", str(STRING_BYTES), "-e", f"trace={SYSCALLS}", "-o", str(log)]
     cmd += ["-e", f"inject={inject}"] if inject else ["--seccomp-bpf"]
     return subprocess.run(cmd + argv, capture_output=True, text=True, **kwargs)
 
@@ -174,6 +181,7 @@ class Node:
     kind: str  # "file", "dir" or "link"
     synced: bool = True  # a file's data is on disk
     target: str = ""  # a link's
+    data: bytes | None = None  # a file's bytes, where the trace shows them all (None: unknown)
     entries: dict[str, "Node"] = field(default_factory=dict)  # a folder's names now
     durable: dict[str, "Node"] = field(default_factory=dict)  # the names a crash leaves (for pending ones: old)
 
@@ -184,7 +192,7 @@ def _scan(path: Path) -> Node:
     if path.is_dir():
         entries = {child.name: _scan(child) for child in path.iterdir()}
         return Node("dir", entries=entries, durable=dict(entries))
-    return Node("file")
+    return Node("file", data=path.read_bytes() if path.stat().st_size <= SMALL_FILE else None)
 
 
 class Violation(AssertionError):
@@ -244,13 +252,16 @@ class PowerLossModel:
             parent, name = where
             node = parent.entries.get(name)
             if node is None:
-                parent.entries[name] = Node("file", synced=False)
-            elif "O_TRUNC" in flags and node.kind == "file":
-                node.synced = False
+                parent.entries[name] = Node("file", synced=False, data=b"")
+            elif node.kind == "file":  # truncated: empty; else written somewhere we do not follow
+                node.synced, node.data = ("O_TRUNC" not in flags and node.synced), (b"" if "O_TRUNC" in flags else None)
         elif n in ("write", "pwrite64", "writev", "pwritev", "pwritev2", "ftruncate"):
             node = self._node(_fd_path(a[0]))
             if node is not None and node.kind == "file":
                 node.synced = False
+                # a plain write of a whole logged string appends it (files are written front to back here)
+                whole = n == "write" and a[1].endswith('"') and call.ret == int(a[2])
+                node.data = node.data + _string(a[1]).encode("latin-1") if whole and node.data is not None else None
         elif n == "truncate":
             node = self._node(_path(None, a[0], self.cwd))
             if node is not None:
@@ -338,16 +349,26 @@ class PowerLossModel:
                 self._walk(child, os.path.join(at, rest[0]), rest[1:], world, follow, found, hops)
 
 
-def check_snapshot_link(model: PowerLossModel, link: Path, files: list[str], call: Call) -> None:
-    """In every crash world where `link` exists, the folder it names holds `files`, each with synced data."""
-    for node, world in model.worlds(link, follow=False):
+def check_snapshot_pointer(model: PowerLossModel, pointer: Path, files: list[str], call: Call) -> None:
+    """In every crash world where `pointer` exists, it is a file with synced data (or an old symlink), and
+    the folder it names holds `files`, each with synced data."""
+    for node, world in model.worlds(pointer, follow=False):
         if node is None:
-            continue  # no link in this world: nothing is named, so nothing half-written is
+            continue  # no pointer in this world: nothing is named, so nothing half-written is
+        if node.kind == "link":
+            folder, named = pointer, node.target  # walked through the link
+        elif node.kind == "file" and node.synced and node.data is not None:
+            named = node.data.decode("utf-8").strip()
+            folder = pointer.parent / named
+        else:
+            what = "a folder" if node.kind == "dir" else "with its data not synced" if not node.synced else \
+                "with bytes the trace does not show"
+            raise Violation(f"after {call}\na crash could leave {pointer.name} (a pointer file) {what}")
         for name in files:
-            for target, _ in model.worlds(link / name, world):
+            for target, _ in model.worlds(folder / name, world):
                 if target is None or target.kind != "file" or not target.synced:
                     what = "missing" if target is None else ("not synced" if target.kind == "file" else target.kind)
-                    raise Violation(f"after {call}\na crash could leave {link.name} -> {node.target} with {name} {what}")
+                    raise Violation(f"after {call}\na crash could leave {pointer.name} -> {named} with {name} {what}")
 
 
 def check_file(model: PowerLossModel, path: Path, call: Call) -> None:

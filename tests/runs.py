@@ -71,9 +71,11 @@ def last_line(text: str, rc: int, code: int) -> str:
     return lines[-1]
 
 
-def arrays(snapshot: Path, name: str) -> list[np.ndarray]:
-    with np.load(snapshot / name) as z:
-        return [z[k] for k in sorted(z.files)]
+def arrays(snapshot: Path, name: str) -> dict[str, np.ndarray]:
+    """A snapshot's array file (model, optimizer or train_state .safetensors) by name, read as any tool reads it."""
+    from safetensors.numpy import load_file
+
+    return load_file(snapshot / name)
 
 
 def history(snapshot: Path) -> list[dict]:
@@ -87,11 +89,11 @@ def untimed(rows: list[dict]) -> list[dict]:
 def assert_same_run(a: Path, b: Path) -> None:
     """Two snapshots of the same run, bit for bit: weights, optimizer, the training rows' state and RNG,
     the position in the book, and the history (all but its timings)."""
-    for name in ("weights.npz", "optimizer.npz", "train_state.npz"):
+    for name in ("model.safetensors", "optimizer.safetensors", "train_state.safetensors"):
         xs, ys = arrays(a, name), arrays(b, name)
-        assert len(xs) == len(ys), name
-        for i, (x, y) in enumerate(zip(xs, ys)):
-            np.testing.assert_array_equal(x, y, err_msg=f"{name} array {i}")
+        assert sorted(xs) == sorted(ys), name
+        for key in xs:
+            np.testing.assert_array_equal(xs[key], ys[key], err_msg=f"{name} {key}")
     assert untimed(history(a)) == untimed(history(b))
     pa, pb = (json.loads((s / "progress.json").read_text()) for s in (a, b))
     for p in (pa, pb):

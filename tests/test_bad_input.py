@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import chargen
+from chargen import checkpoint as ckpt
 from chargen.errors import CheckpointError
 
 from test_reliability import ENV, _edit_json, _save_arrays, cli, one_line
@@ -106,19 +107,9 @@ def test_epochs_0_fails_without_importing_tensorflow(here):
 
 # ------------------------------------------------------------------ damaged resume files
 
-def _npz_with_a_text_member(name):
-    def make(d):
-        import zipfile
-
-        with zipfile.ZipFile(d / name, "a") as z:
-            z.writestr(f"a{len(z.namelist()):04d}", "not an array")  # np.load would hand this back as bytes
-    return make
-
-
 def _plain_npy(name):
     def make(d):
-        with np.load(d / name) as z:
-            first = z[sorted(z.files)[0]]
+        first = next(iter(ckpt.read_tensors(d / name).values()))
         with open(d / name, "wb") as f:
             np.save(f, first)
     return make
@@ -133,17 +124,19 @@ def _plain_npy(name):
      "'partial' loss_sum is nan"),
     (_edit_json("progress.json", lambda p: p.update(partial={"loss_sum": 1.0, "steps": 2.5, "seconds": 1.0})),
      "'partial' steps is 2.5"),
-    (_save_arrays("optimizer.npz", lambda a: [x.astype(np.float64) if x.dtype == np.float32 else x for x in a]),
+    (_save_arrays("optimizer.safetensors", lambda a: {k: x.astype(np.float64) if x.dtype == np.float32 else x
+                                                       for k, x in a.items()}),
      "optimizer state is missing or does not fit"),
-    (_npz_with_a_text_member("optimizer.npz"), "optimizer.npz: truncated or corrupted"),
-    (_plain_npy("weights.npz"), "weights.npz: truncated or corrupted (BadZipFile"),
+    (_save_arrays("optimizer.safetensors", lambda a: {**a, "notes": np.frombuffer(b"not an array", np.uint8)}),
+     "optimizer state is missing or does not fit"),
+    (_plain_npy("model.safetensors"), "model.safetensors: its header length"),
     (lambda d: (d / "history.jsonl").write_text('{"epoch": 1, "train_loss": NaN, "train_bpc": 1.0}\n'),
      "history.jsonl: line 1 has train_loss nan"),
 ])
 def test_a_resume_from_damaged_files_is_refused_and_writes_nothing(trained_run, tmp_path, change, needle):
     run = tmp_path / "ck" / "book"
     shutil.copytree(trained_run.run_dir, run, symlinks=True)
-    change((run / "last").resolve())
+    change(ckpt.snapshot_dir(run, "last"))
     before = sorted(os.listdir(run)), (run / "history.jsonl").read_bytes()
     with pytest.raises(CheckpointError, match=re.escape(needle)):
         chargen.train(trained_run.run_dir.parent.parent / "book.txt", root=tmp_path / "ck", resume=True, epochs=3,
@@ -153,7 +146,7 @@ def test_a_resume_from_damaged_files_is_refused_and_writes_nothing(trained_run, 
 
 def test_a_damaged_resume_at_the_command_line(trained_run, tmp_path):
     shutil.copytree(trained_run.run_dir, tmp_path / "ck" / "book", symlinks=True)
-    _edit_json("progress.json", lambda p: p.update(best_loss="abc"))((tmp_path / "ck" / "book" / "last").resolve())
+    _edit_json("progress.json", lambda p: p.update(best_loss="abc"))(ckpt.snapshot_dir(tmp_path / "ck" / "book", "last"))
     shutil.copy(trained_run.run_dir.parent.parent / "book.txt", tmp_path / "book.txt")
     line = one_line(cli("train", "book.txt", "--root", "ck", "--resume", "--epochs", 3, cwd=tmp_path))
     assert "progress.json: corrupted ('best_loss' is 'abc'" in line
@@ -161,9 +154,9 @@ def test_a_damaged_resume_at_the_command_line(trained_run, tmp_path):
 
 def test_weights_that_are_a_plain_npy_at_load(trained_run, tmp_path):
     d = tmp_path / "snap"
-    shutil.copytree((trained_run.run_dir / "last").resolve(), d)
-    _plain_npy("weights.npz")(d)
-    with pytest.raises(CheckpointError, match="weights.npz: truncated or corrupted"):
+    shutil.copytree(ckpt.snapshot_dir(trained_run.run_dir, "last"), d)
+    _plain_npy("model.safetensors")(d)
+    with pytest.raises(CheckpointError, match="model.safetensors: its header length"):
         chargen.load(d)
 
 

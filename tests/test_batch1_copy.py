@@ -1,7 +1,7 @@
 """The Generator's batch-1 copy predicts what the model training runs predicts, on the training streams.
 
 For each cell. The reference is the training-shaped model: the fast CPU training kernel, B rows, T columns
-per call, the checkpoint's own arrays read from weights.npz (not through the Generator), fed
+per call, the checkpoint's own arrays read from model.safetensors (not through the Generator), fed
 batch after batch of the training streams from zero state, so row 0's state is carried across
 batch boundaries exactly as in training. The Generator (chargen.load) is primed with the same
 prefix of row 0 in one call, in pieces (each piece continuing from the state the last one left)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import chargen
+from chargen import checkpoint as ckpt
 from chargen import bpe
 from chargen.bpe import BpeTokenizer
 from chargen.errors import CheckpointError, ConfigError, VocabularyError
@@ -167,7 +168,7 @@ def _scored_chars_per_token(tok, ids, rows, seq_len):
 
 def test_bpe_run_reports_bits_per_character(bpe_run, small_text):
     book, result = bpe_run
-    snap = result.run_dir / "last"
+    snap = ckpt.snapshot_dir(result.run_dir, "last")
     assert json.loads((snap / "tokenizer.json").read_text())["model"]["type"] == "BPE"
     config = json.loads((snap / "config.json").read_text())
     assert config["train"]["tokenizer"] == "bpe" and config["train"]["bpe_vocab"] == 60
@@ -225,7 +226,7 @@ def test_train_and_sample_with_bpe_at_the_command_line(tmp_path, small_text, cap
     book.write_text(small_text, encoding="utf-8")
     assert _cli("train", book, "--root", root, "--tokenizer", "bpe", "--vocab-size", 50, "--epochs", 1, "--seed", 1,
                 "--quiet", *_tiny_flags()) == 0
-    tok = load_tokenizer(root / "book" / "last" / "tokenizer.json")
+    tok = load_tokenizer(ckpt.snapshot_dir(root / "book", "last") / "tokenizer.json")
     assert tok.kind == "bpe" and tok.vocab_size == 50
     capsys.readouterr()
     assert _cli("sample", "--root", root, "--seed", "the ", "--length", 40, "--rng-seed", 3, "--echo-seed") == 0
@@ -266,7 +267,7 @@ def test_char_runs_and_checkpoints_from_before_bpe_still_load(trained_run, tmp_p
 def test_config_and_tokenizer_of_different_kinds_do_not_belong_together(trained_run, tmp_path, tokenizers):
     run = tmp_path / "mixed"
     shutil.copytree(trained_run.run_dir, run, symlinks=True)
-    (run / "last" / "tokenizer.json").write_text(tokenizers["bpe"].to_str(), encoding="utf-8")
+    (ckpt.snapshot_dir(run, "last") / "tokenizer.json").write_text(tokenizers["bpe"].to_str(), encoding="utf-8")
     with pytest.raises(CheckpointError, match="do not belong together"):
         chargen.load(run, which="last")
 

@@ -4,11 +4,11 @@ shows the partial epoch. A step clock stands in for the wall clock, so a time bu
 
 import json
 import math
-import os
 
 import pytest
 
 import chargen
+from chargen import checkpoint as ckpt
 from chargen.curves import read_history
 from chargen.errors import CheckpointError, ConfigError, TrainingInterrupted
 from chargen.streams import Streams, split
@@ -56,10 +56,11 @@ def test_a_step_budget_ends_mid_epoch_validated_and_saved_and_a_larger_one_exten
     assert [(r["epoch"], r["steps"], r.get("partial")) for r in rows] == [(1, n, None), (2, 5, True)]
     assert rows[1]["steps_per_epoch"] == n and rows[1]["val_loss"] is not None  # validated at the budget's end
     assert rows[1]["lr"] == pytest.approx(0.01 * 0.2, rel=1e-5)  # the curve was planned over n + 5 steps
-    assert os.readlink(run / "last") == "snapshots/e0001-s000005"
+    assert ckpt.read_pointer(run, "last") == "snapshots/e0001-s000005"
     better = rows[1]["val_loss"] < rows[0]["val_loss"]
-    assert os.readlink(run / "best") == ("snapshots/e0001-s000005" if better else "snapshots/e0001-s000000")
-    assert history(run / "last") == rows == [json.loads(s) for s in (run / "history.jsonl").read_text().splitlines()]
+    assert ckpt.read_pointer(run, "best") == ("snapshots/e0001-s000005" if better else "snapshots/e0001-s000000")
+    assert history(ckpt.snapshot_dir(run, "last")) == rows == [json.loads(s) for s in
+                                                               (run / "history.jsonl").read_text().splitlines()]
 
     r = cli("history", "book", "--root", "ck", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -67,12 +68,12 @@ def test_a_step_budget_ends_mid_epoch_validated_and_saved_and_a_larger_one_exten
     assert json.loads(cli("history", "book", "--root", "ck", "--json", cwd=tmp_path).stdout) == rows
 
     again = _train(book, tmp_path / "ck", resume=True)  # the same budget: nothing left to do
-    assert again.history == rows and os.readlink(run / "last") == "snapshots/e0001-s000005"
+    assert again.history == rows and ckpt.read_pointer(run, "last") == "snapshots/e0001-s000005"
 
     longer = _train(book, tmp_path / "ck", resume=True, steps=2 * n + 3).history
     assert [(r["epoch"], r["steps"], r.get("partial")) for r in longer] == [(1, n, None), (2, n, None), (3, 3, True)]
     assert longer[0] == rows[0] and longer[2]["lr"] == pytest.approx(0.01 * 0.2, rel=1e-5)
-    assert json.loads((run / "last" / "progress.json").read_text())["step"] == 3
+    assert json.loads((ckpt.snapshot_dir(run, "last") / "progress.json").read_text())["step"] == 3
 
 
 @pytest.mark.parametrize("budget", [{"steps": 75}, {"minutes": 1.25}])  # 75 steps either way (1 s a step)
@@ -82,9 +83,9 @@ def test_a_budget_run_stopped_and_resumed_follows_the_same_plan_bit_for_bit(tmp_
     with pytest.raises(TrainingInterrupted):
         _train(book, tmp_path / "b", callbacks=[step_clock, StopAt(30)], **budget)
     resumed = _train(book, tmp_path / "b", resume=True, callbacks=[step_clock])  # the budget comes from the run
-    assert_same_run((whole.run_dir / "last").resolve(), (resumed.run_dir / "last").resolve())
+    assert_same_run(ckpt.snapshot_dir(whole.run_dir, "last"), ckpt.snapshot_dir(resumed.run_dir, "last"))
     if "minutes" in budget:
-        assert json.loads((resumed.run_dir / "last" / "progress.json").read_text())["seconds"] == 75.0
+        assert json.loads((ckpt.snapshot_dir(resumed.run_dir, "last") / "progress.json").read_text())["seconds"] == 75.0
 
 
 def test_a_time_budget_plans_the_curve_over_the_seconds_used(tmp_path, book, step_clock):

@@ -36,8 +36,7 @@ def _book(tmp_path, text):
 
 
 def _weights(run_dir):
-    with np.load(run_dir / "last" / "weights.npz") as z:
-        return [z[k] for k in sorted(z.files)]
+    return ckpt.open_snapshot(run_dir, "last").weights
 
 
 def _events(folder):

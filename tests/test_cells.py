@@ -258,16 +258,17 @@ def test_numpy_layer_against_the_float64_reference_whole_and_in_halves(cell, row
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_tensorflow_step_graph_against_the_numpy_engine_eager_savedmodel_and_tflite(cell, tmp_path):
-    """The graph `chargen export` writes (chargen.exporting._step_module): each layer's `tf_step`."""
+    """The graph `chargen export` writes (chargen.exporters.step.step_module): each layer's `tf_step`."""
     import tensorflow as tf
 
-    from chargen.exporting import SIGNATURE, _step_module, _to_tflite, load_tflite_step, state_names
+    from chargen.exporters.step import SIGNATURE, state_names, step_module
+    from chargen.exporters.tflite import load_tflite_step, to_tflite
     from chargen.net.numpy_engine import NumpyEngine
 
     engine = NumpyEngine.from_weights(_cfg(cell), _perturbed(build_model(_cfg(cell), 1), 5).get_weights())
-    module = _step_module(engine)
+    module = step_module(engine)
     tf.saved_model.save(module, str(tmp_path / "saved"), signatures={SIGNATURE: module.step.get_concrete_function()})
-    (tmp_path / "model.tflite").write_bytes(_to_tflite(module))
+    (tmp_path / "model.tflite").write_bytes(to_tflite(module))
     names = [n for layer in state_names(engine.cell, len(UNITS)) for n in layer]
     steppers = {"eager": lambda token, **kw: module.step(token, *(kw[n] for n in names)),
                 "savedmodel": tf.saved_model.load(str(tmp_path / "saved")).signatures[SIGNATURE],

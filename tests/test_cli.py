@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from chargen import checkpoint as ckpt
 from conftest import ROOT, TINY
 
 
@@ -34,7 +35,7 @@ def test_train_then_sample(tmp_path, small_text):
     r = chargen("train", book, "--epochs", 1, "--seed", 1, "--quiet", *_tiny_flags(), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""  # --quiet, and no TensorFlow chatter
-    assert (tmp_path / "checkpoints" / "book" / "last" / "weights.npz").exists()
+    assert (ckpt.snapshot_dir(tmp_path / "checkpoints" / "book", "last") / "model.safetensors").exists()
     r = chargen("sample", "--seed", "the ", "--length", 50, "--rng-seed", 3, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     out = r.stdout.rstrip("\n")

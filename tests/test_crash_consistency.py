@@ -7,7 +7,8 @@ strace (tests/crash_model.py):
   snapshot written over the id `last` already names make is replayed on a model of what a
   power cut could leave, and after every one of them `last`, `best` and the run folder's
   copies must name complete, synced files in every such outcome: so a snapshot written in
-  place or any fsync left out fails (two deliberately wrong writers show the checker catches both);
+  place or any fsync left out fails, the pointer file's own included (three deliberately wrong
+  writers show the checker catches each);
 - strace's fault injection kills the snapshot writer with SIGKILL right after each file's
   truncating open (before its data) and between files; `last` and `best` must still load,
   and the next snapshot must still be written.
@@ -21,8 +22,8 @@ import textwrap
 import pytest
 
 from chargen import checkpoint as ckpt
-from crash_model import (PowerLossModel, Violation, check_file, check_snapshot_link, parse, renamed_to, strace_usable,
-                         traced)
+from crash_model import (PowerLossModel, Violation, check_file, check_snapshot_pointer, parse, renamed_to,
+                         strace_usable, traced)
 
 from conftest import ROOT, TINY
 
@@ -30,7 +31,7 @@ WHY_NOT = strace_usable()
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=f"{WHY_NOT}")
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
-SNAPSHOT = list(ckpt.SNAPSHOT_FILES) + ["optimizer.npz", "train_state.npz", "history.jsonl"]
+SNAPSHOT = list(ckpt.SNAPSHOT_FILES + ckpt.TRAINING_FILES)
 COPIES = ("config.json", "tokenizer.json", "history.jsonl")
 TINY_FLAGS = ["--units", ",".join(map(str, TINY["units"])), "--embed", str(TINY["embed"]),
               "--batch-size", str(TINY["batch_size"]), "--seq-len", str(TINY["seq_len"])]
@@ -45,7 +46,7 @@ WRITER = textwrap.dedent("""
     src = ckpt.snapshot_dir(run, "last")
     files = {n: (src / n).read_text(encoding="utf-8") for n in ("config.json", "tokenizer.json", "progress.json",
                                                                "history.jsonl")}
-    arrays = {n: ckpt._load_npz(src / n) for n in ("weights.npz", "optimizer.npz", "train_state.npz")}
+    arrays = {n: ckpt.read_tensors(src / n) for n in ckpt.ARRAY_FILES[ckpt.VERSION].values()}
     ckpt.write_snapshot(run, snap_id, files, arrays, ("last", "best"))
 """)
 
@@ -55,7 +56,7 @@ def replay(model, calls, run, copies=()):
     for call in calls:
         model.apply(call)
         for link in ("last", "best"):
-            check_snapshot_link(model, run / link, SNAPSHOT, call)
+            check_snapshot_pointer(model, run / link, SNAPSHOT, call)
         for name in copies:
             check_file(model, run / name, call)
 
@@ -68,7 +69,7 @@ def _run_copy(trained_run, tmp_path):
 
 
 def _writer(tmp_path, run, log, inject=None):
-    snap_id = os.path.basename(os.readlink(run / "last"))
+    snap_id = os.path.basename(ckpt.read_pointer(run, "last"))
     return traced([sys.executable, "-B", str(tmp_path / "writer.py"), str(run), snap_id], log, inject,
                   cwd=tmp_path, env=ENV, timeout=300)
 
@@ -88,7 +89,7 @@ def test_a_training_run_never_leaves_last_best_or_its_copies_half_written(tmp_pa
     # the replay followed the real run: the model ends where the disk is
     snapshots = model.worlds(run / "snapshots")[0][0]
     assert sorted(snapshots.entries) == sorted(os.listdir(run / "snapshots"))
-    assert model.worlds(run / "last", follow=False)[0][0].target == os.readlink(run / "last")
+    assert model.worlds(run / "last", follow=False)[0][0].data == (run / "last").read_bytes()  # a pointer file
     published = [c for c in calls if renamed_to(c, tmp_path) == str(run / "last")]
     assert len(published) == 3  # one snapshot per epoch went through the checks
 
@@ -96,19 +97,21 @@ def test_a_training_run_never_leaves_last_best_or_its_copies_half_written(tmp_pa
 def test_rewriting_the_snapshot_last_names_never_breaks_it(trained_run, tmp_path):
     scope, run = _run_copy(trained_run, tmp_path)
     model = PowerLossModel(scope, tmp_path)
-    before = os.readlink(run / "last")
+    before = ckpt.read_pointer(run, "last")
     r = _writer(tmp_path, run, tmp_path / "trace.log")
     assert r.returncode == 0, r.stderr
     replay(model, parse(tmp_path / "trace.log"), run)
-    assert os.readlink(run / "last") != before  # a new folder beside it, not the old one rewritten
+    assert ckpt.read_pointer(run, "last") != before  # a new folder beside it, not the old one rewritten
     ckpt.read_snapshot(ckpt.snapshot_dir(run, "last"))
 
 
 WRONG_WRITERS = {
     "in place": """
         import os, sys
-        snap = os.path.realpath(os.path.join(sys.argv[1], "last"))
-        with open(os.path.join(snap, "weights.npz"), "r+b") as f:
+        from pathlib import Path
+        from chargen import checkpoint as ckpt
+        snap = ckpt.snapshot_dir(Path(sys.argv[1]), "last")
+        with open(os.path.join(snap, "model.safetensors"), "r+b") as f:
             data = f.read()
             f.seek(0)
             f.truncate()
@@ -118,13 +121,34 @@ WRONG_WRITERS = {
     """,
     "no fsync": """
         import os, shutil, sys
+        from pathlib import Path
+        from chargen import checkpoint as ckpt
         run = sys.argv[1]
-        old = os.path.realpath(os.path.join(run, "last"))
+        old = ckpt.snapshot_dir(Path(run), "last")
         new = os.path.join(run, "snapshots", "e0099-s000000")
         shutil.copytree(old, new + ".tmp")
         os.replace(new + ".tmp", new)
-        os.symlink("snapshots/e0099-s000000", os.path.join(run, ".last.tmp"))
+        with open(os.path.join(run, ".last.tmp"), "w") as f:  # the pointer itself synced: the copy is not
+            f.write("snapshots/e0099-s000000\\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(os.path.join(run, ".last.tmp"), os.path.join(run, "last"))
+    """,
+    # The snapshot is written as chargen writes it; only the pointer file is renamed into place unsynced.
+    "pointer not synced": """
+        import os, shutil, sys
+        from pathlib import Path
+        from chargen import checkpoint as ckpt
+        run = Path(sys.argv[1])
+        src = ckpt.snapshot_dir(run, "last")
+        files = {n: (src / n).read_text(encoding="utf-8") for n in ("config.json", "tokenizer.json", "progress.json",
+                                                                   "history.jsonl")}
+        arrays = {n: ckpt.read_tensors(src / n) for n in ckpt.ARRAY_FILES[ckpt.VERSION].values()}
+        ckpt.write_snapshot(run, "e0099-s000000", files, arrays, ("best",))  # as chargen writes it, best too
+        with open(run / ".last.tmp", "w") as f:
+            f.write("snapshots/e0099-s000000\\n")
+        os.replace(run / ".last.tmp", run / "last")
+        ckpt.fsync_path(run)
     """,
 }
 
@@ -137,7 +161,7 @@ def test_the_checker_catches_a_wrong_writer(trained_run, tmp_path, wrong):
     r = traced([sys.executable, "-B", str(tmp_path / "wrong.py"), str(run)], tmp_path / "trace.log", cwd=tmp_path,
                env=ENV, timeout=120)
     assert r.returncode == 0, r.stderr
-    with pytest.raises(Violation, match="could leave (last|best) .* not synced"):
+    with pytest.raises(Violation, match="could leave (last|best) .*not synced"):
         replay(model, parse(tmp_path / "trace.log"), run)
 
 

@@ -3,7 +3,6 @@ flipped, replaced by random bytes or by another file, or with one value of the w
 resume, eval, export and history either work (the damage was harmless) or raise a ChargenError. Anything
 else (a traceback at the command line) fails, and so does a resume that takes a damaged history in."""
 
-import io
 import json
 import random
 import shutil
@@ -14,21 +13,22 @@ import numpy as np
 import pytest
 
 import chargen
+from chargen import checkpoint as ckpt
 from chargen.errors import ChargenError
 
-FILES = ("config.json", "tokenizer.json", "weights.npz", "optimizer.npz", "train_state.npz", "progress.json",
-         "history.jsonl")
-TRAINING_ONLY = ("optimizer.npz", "train_state.npz")  # read by a resume only
+FILES = ("config.json", "tokenizer.json", "model.safetensors", "optimizer.safetensors", "train_state.safetensors",
+         "progress.json", "history.jsonl")
+TRAINING_ONLY = ("optimizer.safetensors", "train_state.safetensors")  # read by a resume only
 KINDS = ("truncate", "flip", "flip", "random", "swap", "value", "value")
 ODD_VALUES = ("abc", float("nan"), float("inf"), -1, 0, 10**30, 2.5, None, True, [], {}, [1, "x"], {"a": None})
 
 
 def _damage(path, kind, rng):
-    """Damage a file: `kind` is one of KINDS ("value": one value of a JSON document or one array of an .npz
-    replaced by a well-formed one of the wrong type, sign, size, dtype or shape)."""
+    """Damage a file: `kind` is one of KINDS ("value": one value of a JSON document or one array of a
+    .safetensors file replaced by a well-formed one of the wrong type, size, dtype or shape)."""
     data = path.read_bytes()
     if kind == "value":
-        data = _odd_array(path, rng) if path.suffix == ".npz" else _odd_json(data, path.suffix == ".jsonl", rng)
+        data = _odd_array(path, rng) if path.suffix == ".safetensors" else _odd_json(data, path.suffix == ".jsonl", rng)
     elif kind == "truncate":
         data = data[:rng.randrange(len(data))]
     elif kind == "flip":
@@ -59,15 +59,15 @@ def _odd_json(data, lines, rng):
 
 
 def _odd_array(path, rng):
-    with np.load(path) as z:
-        arrays = [z[k] for k in sorted(z.files)]
-    i = rng.randrange(len(arrays))
-    a = arrays[i]
-    arrays[i] = rng.choice([a.astype(np.float64), a.astype(np.int32), a.reshape(-1)[:1].reshape(()), a.T.copy(),
-                            np.zeros((0,) + a.shape[1:], a.dtype), np.array(["text"]), a.astype(np.float16)])
-    out = io.BytesIO()
-    np.savez(out, **{f"a{k:04d}": x for k, x in enumerate(arrays)})
-    return out.getvalue()
+    from safetensors.numpy import save
+
+    arrays = ckpt.read_tensors(path)
+    name = rng.choice(sorted(arrays))
+    a = arrays[name]
+    arrays[name] = rng.choice([a.astype(np.float64), a.astype(np.int32), a.reshape(-1)[:1].reshape(()), a.T.copy(),
+                               np.zeros((0,) + a.shape[1:], a.dtype), np.frombuffer(b"text", np.uint8),
+                               a.astype(np.float16)])
+    return save(arrays)
 
 
 def _only_chargen_errors(what, call) -> bool:
@@ -88,7 +88,7 @@ def test_damaged_files_give_only_chargen_errors(trained_run, tmp_path, name, cas
     rng = random.Random(zlib.crc32(f"{name}/{case}".encode()))  # seeded: the same damage every run
     run = tmp_path / "ck" / "book"
     shutil.copytree(trained_run.run_dir, run, symlinks=True)
-    snap = (run / "last").resolve()
+    snap = ckpt.snapshot_dir(run, "last")
     _damage(snap / name, kind, rng)
     if name == "history.jsonl":
         shutil.copy(snap / name, run / name)  # the run's own copy, which `chargen history` reads

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import chargen
+from chargen import checkpoint as ckpt
 from chargen import distributed
 from chargen.cli import main
 from chargen.errors import ConfigError
@@ -136,12 +137,16 @@ def runs(tmp_path_factory, small_text):
 
 
 def _history(run):
-    return [json.loads(s) for s in (run / "last" / "history.jsonl").read_text().splitlines()]
+    return [json.loads(s) for s in (ckpt.snapshot_dir(run, "last") / "history.jsonl").read_text().splitlines()]
+
+
+def _last_config(run):
+    return json.loads((ckpt.snapshot_dir(run, "last") / "config.json").read_text())
 
 
 def _arrays(run, name):
-    with np.load(run / "last" / name) as z:
-        return [z[k] for k in sorted(z.files)]
+    arrays = ckpt.read_tensors(ckpt.snapshot_dir(run, "last") / name)
+    return [arrays[k] for k in sorted(arrays)]
 
 
 def _assert_same_run(a, b, epochs=2):
@@ -150,9 +155,9 @@ def _assert_same_run(a, b, epochs=2):
     assert [h["epoch"] for h in ha] == [h["epoch"] for h in hb] == list(range(1, epochs + 1))
     for key in ("train_loss", "val_loss"):
         np.testing.assert_allclose([h[key] for h in hb], [h[key] for h in ha], rtol=0, atol=1e-5, err_msg=key)
-    for x, y in zip(_arrays(a, "weights.npz"), _arrays(b, "weights.npz"), strict=True):
+    for x, y in zip(_arrays(a, "model.safetensors"), _arrays(b, "model.safetensors"), strict=True):
         np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-5)
-    for x, y in zip(_arrays(a, "train_state.npz"), _arrays(b, "train_state.npz"), strict=True):
+    for x, y in zip(_arrays(a, "train_state.safetensors"), _arrays(b, "train_state.safetensors"), strict=True):
         np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5)
 
 
@@ -165,16 +170,16 @@ def test_two_replicas_train_like_one_device(runs):
     assert result["cli_rc"] == 0
     assert result["log"][0] == ("distributed training (mirrored): 2 replicas, 2 of the 4 streams each; "
                                 "/device:CPU:0, /device:CPU:1")
-    assert json.loads((d / "dist" / "book" / "last" / "config.json").read_text())["train"]["distribute"] == "mirrored"
+    assert _last_config(d / "dist" / "book")["train"]["distribute"] == "mirrored"
     _assert_same_run(d / "ref" / "book", d / "dist" / "book")
     # and it is not trivially so: training changed the weights, and the state is far from zero
     assert _history(d / "ref" / "book")[1]["train_loss"] < _history(d / "ref" / "book")[0]["train_loss"]
-    assert all(np.abs(a).max() > 0.1 for a in _arrays(d / "dist" / "book", "train_state.npz"))
+    assert all(np.abs(a).max() > 0.1 for a in _arrays(d / "dist" / "book", "train_state.safetensors"))
 
 
 def test_the_saved_state_is_every_stream_in_order(runs):
     d, _ = runs
-    state = _arrays(d / "dist" / "book", "train_state.npz")
+    state = _arrays(d / "dist" / "book", "train_state.safetensors")
     assert [a.shape for a in state] == [(4, 24), (4, 24), (4, 16), (4, 16)]  # (h, c) per layer, all B rows
     # the two replicas' rows hold different streams' states (not one replica's copied, not averaged)
     for a in state:
@@ -185,8 +190,8 @@ def test_replicas_that_trade_streams_are_caught(runs):
     d, _ = runs
     good, broken = d / "dist1" / "book", d / "broken" / "book"  # one epoch each, on 2 replicas
     assert abs(_history(broken)[0]["train_loss"] - _history(good)[0]["train_loss"]) > 1e-4  # 10x the tolerance
-    assert _largest_difference(good, broken, "weights.npz") > 1e-3
-    assert _largest_difference(good, broken, "train_state.npz") > 1e-2
+    assert _largest_difference(good, broken, "model.safetensors") > 1e-3
+    assert _largest_difference(good, broken, "train_state.safetensors") > 1e-2
     with pytest.raises(AssertionError):
         _assert_same_run(good, broken, epochs=1)
 
@@ -196,7 +201,7 @@ def test_resume_with_and_without_distribute(runs, run):
     d, _ = runs
     _assert_same_run(d / "ref" / "book", d / run / "book")
     expected = "mirrored" if run == "n2d" else "none"  # the resumed run's own setting is recorded
-    assert json.loads((d / run / "book" / "last" / "config.json").read_text())["train"]["distribute"] == expected
+    assert _last_config(d / run / "book")["train"]["distribute"] == expected
 
 
 def test_a_batch_the_replicas_cannot_share_is_refused(runs):
@@ -215,7 +220,7 @@ def test_with_dropout_each_replica_draws_its_own_masks_and_resumes_exactly(runs)
     straight, resumed = d / "drop" / "book", d / "drop_resumed" / "book"
     losses = [[(h["train_loss"], h["val_loss"]) for h in _history(run)] for run in (straight, resumed)]
     assert losses[0] == losses[1] and len(losses[0]) == 2
-    for name in ("weights.npz", "train_state.npz"):  # the RNG states included
+    for name in ("model.safetensors", "train_state.safetensors"):  # the RNG states included
         for x, y in zip(_arrays(straight, name), _arrays(resumed, name), strict=True):
             np.testing.assert_array_equal(x, y)
     assert _history(straight)[0]["train_loss"] != _history(d / "ref" / "book")[0]["train_loss"]  # dropout was on
@@ -226,25 +231,25 @@ def test_bf16_on_two_replicas_trains_like_bf16_on_one_device(runs):
     rounding now and then: the runs agree within bf16's noise, not fp32's, and differ from fp32 by more."""
     d, _ = runs
     one, two, fp32 = d / "bf16_one" / "book", d / "bf16_two" / "book", d / "dist1" / "book"
-    assert [json.loads((r / "last" / "config.json").read_text())["train"]["precision"] for r in (one, two)] == ["bf16"] * 2
+    assert [_last_config(r)["train"]["precision"] for r in (one, two)] == ["bf16"] * 2
     (a,), (b,), (c,) = (_history(r) for r in (one, two, fp32))
     assert abs(a["train_loss"] - b["train_loss"]) < 1e-3 and abs(a["val_loss"] - b["val_loss"]) < 1e-3
     assert a["train_loss"] != c["train_loss"]
-    assert _largest_difference(one, two, "weights.npz") < 1e-2
-    state = _arrays(two, "train_state.npz")
+    assert _largest_difference(one, two, "model.safetensors") < 1e-2
+    state = _arrays(two, "train_state.safetensors")
     assert [x.shape for x in state] == [(4, 24), (4, 24), (4, 16), (4, 16)]  # every stream, from both replicas
-    for x, y in zip(_arrays(one, "train_state.npz"), state, strict=True):
+    for x, y in zip(_arrays(one, "train_state.safetensors"), state, strict=True):
         np.testing.assert_allclose(y, x, atol=5e-2)
 
 
 def test_a_gru_on_two_replicas_trains_and_resumes_like_one_device(runs):
-    """The GRU's state (h alone) is per replica, gathered into train_state.npz in stream order and scattered
+    """The GRU's state (h alone) is per replica, gathered into train_state.safetensors in stream order and scattered
     back on resume, as the LSTM's (h, c) is."""
     d, _ = runs
     one, two = d / "gru_ref" / "book", d / "gru_dist" / "book"
-    assert json.loads((two / "last" / "config.json").read_text())["model"]["cell"] == "gru"
+    assert _last_config(two)["model"]["cell"] == "gru"
     _assert_same_run(one, two)
-    state = _arrays(two, "train_state.npz")
+    state = _arrays(two, "train_state.safetensors")
     assert [a.shape for a in state] == [(4, 24), (4, 16)]  # h per layer, all B rows
     for a in state:  # each replica's rows hold its own streams' states
         assert np.abs(a[:2] - a[2:]).max() > 1e-2

@@ -59,3 +59,35 @@ def test_examples_run_in_order_and_a_stale_output_is_reported(tmp_path):
     assert doc_examples.main([str(doc)]) == 0  # rewrites the stale output
     assert doc_examples.main(["--check", str(doc)]) == 0
     assert "```output\n41\n```" in doc.read_text(encoding="utf-8")
+
+
+def test_every_test_the_docs_name_exists():
+    """The reliability table and others cite tests as `test_file.py::test_name`: each must be a real test."""
+    import re
+
+    cited = set()
+    for path in DOCS:
+        cited |= {(f, t) for f, t in re.findall(r"`?(test_\w+\.py)::(test_\w+)", path.read_text(encoding="utf-8"))}
+    assert len(cited) > 20  # the pattern finds them
+    missing = []
+    for file, name in sorted(cited):
+        source = ROOT / "tests" / file
+        if not source.exists() or not re.search(rf"^def {name}\(", source.read_text(encoding="utf-8"), re.M):
+            missing.append(f"{file}::{name}")
+    assert not missing, f"the docs cite tests that do not exist: {missing}"
+
+
+def test_a_background_server_answers_the_examples_after_it_and_stops_with_the_file(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"<!-- examples: background python -m http.server {port} ready http://127.0.0.1:{port}/ -->\n"
+                   f"```console\n$ python -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{port}/')"
+                   f".status)\"\n200\n```\n", encoding="utf-8")
+    [(shown, printed)] = doc_examples.run_file(doc)
+    assert doc_examples.same(shown.body, printed), printed
+    with pytest.raises(ConnectionRefusedError):  # stopped: nothing listens there any more
+        socket.create_connection(("127.0.0.1", port), timeout=5)

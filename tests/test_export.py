@@ -24,7 +24,7 @@ def _softmax(z):
 
 def _load_step(folder, fmt):
     if fmt == "tflite":
-        from chargen.exporting import load_tflite_step
+        from chargen.exporters.tflite import load_tflite_step
 
         return load_tflite_step(folder / "model.tflite")
     import tensorflow as tf
@@ -122,9 +122,9 @@ def test_failed_overwrite_keeps_the_previous_export(trained_run, tmp_path, monke
 
 
 def test_bad_options_and_the_public_name(trained_run, tmp_path):
-    import chargen.exporting  # noqa: F401  the submodule must not shadow the function
+    import chargen.exporters.keras  # noqa: F401  the package and its modules must not shadow the function
 
-    assert callable(chargen.export) and chargen.export is chargen.exporting.export
+    assert callable(chargen.export) and chargen.export is chargen.exporters.export
     with pytest.raises(ConfigError, match="'onnx'"):
         chargen.export(trained_run.run_dir, out=tmp_path / "x", format="onnx")
     with pytest.raises(ConfigError, match="'worst'"):

@@ -100,7 +100,7 @@ def test_damaged_history_is_one_line_exit_2(run_copy, damage, needle):
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert needle in lines[0] and "book/history.jsonl" in lines[0]
     if needle != "cannot read it":
-        assert "the last snapshot holds a copy: book/last/history.jsonl" in lines[0]
+        assert "the last snapshot holds a copy: book/snapshots/e0002-s000000/history.jsonl" in lines[0]
     assert r.stdout == ""
 
 

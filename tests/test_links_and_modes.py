@@ -1,5 +1,6 @@
 """Pruning and links (issue #11 item 7): pruning deletes only chargen's snapshot folders inside the run's own
-snapshots/ and never follows a link; a best/last (or a snapshot file) leading out of the run is refused on load.
+snapshots/ and never follows a link; a best/last (a pointer file, or an old run's symlink) or a snapshot file
+leading out of the run is refused on load.
 Permissions (item 8): what chargen writes gets the process umask, like any file the user creates."""
 
 import os
@@ -23,7 +24,7 @@ def _copy(trained_run, tmp_path):
 
 def _snapshot_contents(snap):
     files = {n: (snap / n).read_text() for n in ("config.json", "tokenizer.json", "progress.json", "history.jsonl")}
-    arrays = {n: ckpt._load_npz(snap / n) for n in ("weights.npz", "optimizer.npz", "train_state.npz")}
+    arrays = {n: ckpt.read_tensors(snap / n) for n in ckpt.ARRAY_FILES[ckpt.VERSION].values()}
     return files, arrays
 
 
@@ -35,7 +36,7 @@ def test_pruning_deletes_only_snapshot_folders_and_follows_no_link(trained_run, 
     run = _copy(trained_run, tmp_path)
     outside = tmp_path / "outside"
     (outside / "e0007-s000000").mkdir(parents=True)
-    (outside / "e0007-s000000" / "weights.npz").write_text("someone else's")
+    (outside / "e0007-s000000" / "model.safetensors").write_text("someone else's")
     (outside / "keep.txt").write_text("someone else's")
     snaps = run / "snapshots"
     (snaps / "notes.txt").write_text("put here by hand")
@@ -46,7 +47,7 @@ def test_pruning_deletes_only_snapshot_folders_and_follows_no_link(trained_run, 
     (snaps / ".tmp-e0005-s000000-ab12cd34").mkdir()  # a killed write's leftover: pruned
     old = [p.name for p in snaps.iterdir() if p.name.startswith("e0") and not p.is_symlink()]
     before_outside = _listing(outside)
-    files, arrays = _snapshot_contents((run / "last").resolve())
+    files, arrays = _snapshot_contents(ckpt.snapshot_dir(run, "last"))
     ckpt.write_snapshot(run, "e0010-s000000", files, arrays, ("last", "best"))
     assert old and sorted(os.listdir(snaps)) == ["e0008-s000000", "e0009-s000000.1", "e0010-s000000", "mine",
                                                  "notes.txt"]
@@ -64,7 +65,7 @@ def test_a_snapshots_folder_that_is_a_link_is_refused_and_left_alone(trained_run
     book = trained_run.run_dir.parent.parent / "book.txt"
     with pytest.raises(CheckpointError, match="snapshots is a link .*give --root a folder on it"):
         chargen.train(book, root=run.parent, resume=True, epochs=3, progress=False)
-    files, arrays = _snapshot_contents(disk / os.path.basename(os.readlink(run / "last")))
+    files, arrays = _snapshot_contents(disk / os.path.basename(ckpt.read_pointer(run, "last")))
     with pytest.raises(CheckpointError, match="is a link"):
         ckpt.write_snapshot(run, "e0010-s000000", files, arrays)
     ckpt._prune(run)
@@ -73,21 +74,26 @@ def test_a_snapshots_folder_that_is_a_link_is_refused_and_left_alone(trained_run
         chargen.load(run)
 
 
-@pytest.mark.parametrize("how", ["absolute link", "relative ../ link", "snapshot folder that is a link"])
+OUT_OF_THE_RUN = {  # how `best` is made to lead to tmp_path/elsewhere/snap, a sound snapshot outside the run
+    "absolute link": lambda run, elsewhere: os.symlink(elsewhere, run / "best"),
+    "relative ../ link": lambda run, elsewhere: os.symlink("../../elsewhere/snap", run / "best"),
+    "snapshot folder that is a link": lambda run, elsewhere: (
+        os.symlink(elsewhere, run / "snapshots" / "e0099-s000000"), os.symlink("snapshots/e0099-s000000", run / "best")),
+    "absolute pointer": lambda run, elsewhere: (run / "best").write_text(f"{elsewhere}\n"),
+    "../ pointer": lambda run, elsewhere: (run / "best").write_text("../../elsewhere/snap\n"),
+    "pointer through snapshots/..": lambda run, elsewhere: (run / "best").write_text("snapshots/../../../elsewhere/snap"),
+    "pointer to a snapshot folder that is a link": lambda run, elsewhere: (
+        os.symlink(elsewhere, run / "snapshots" / "e0099-s000000"), (run / "best").write_text("snapshots/e0099-s000000\n")),
+}
+
+
+@pytest.mark.parametrize("how", list(OUT_OF_THE_RUN))
 def test_best_or_last_leading_out_of_the_run_is_refused_on_load(trained_run, tmp_path, how):
     run = _copy(trained_run, tmp_path)
     elsewhere = tmp_path / "elsewhere" / "snap"
-    shutil.copytree((run / "last").resolve(), elsewhere)
-    if how == "absolute link":
-        (run / "best").unlink()
-        os.symlink(elsewhere, run / "best")
-    elif how == "relative ../ link":
-        (run / "best").unlink()
-        os.symlink("../../elsewhere/snap", run / "best")
-    else:
-        os.symlink(elsewhere, run / "snapshots" / "e0099-s000000")
-        (run / "best").unlink()
-        os.symlink("snapshots/e0099-s000000", run / "best")
+    shutil.copytree(ckpt.snapshot_dir(run, "last"), elsewhere)
+    (run / "best").unlink()
+    OUT_OF_THE_RUN[how](run, elsewhere)
     assert ckpt.read_snapshot(elsewhere)  # a sound snapshot: refused only for where it is
     needle = "best leads out of the run's snapshots/ folder"
     with pytest.raises(CheckpointError, match=needle):
@@ -101,10 +107,10 @@ def test_best_or_last_leading_out_of_the_run_is_refused_on_load(trained_run, tmp
 
 def test_a_snapshot_file_that_is_a_link_is_refused(trained_run, tmp_path):
     snap = tmp_path / "snap"
-    shutil.copytree((trained_run.run_dir / "last").resolve(), snap)
-    shutil.move(snap / "weights.npz", tmp_path / "weights.npz")
-    os.symlink(tmp_path / "weights.npz", snap / "weights.npz")
-    with pytest.raises(CheckpointError, match="weights.npz is a link"):
+    shutil.copytree(ckpt.snapshot_dir(trained_run.run_dir, "last"), snap)
+    shutil.move(snap / "model.safetensors", tmp_path / "model.safetensors")
+    os.symlink(tmp_path / "model.safetensors", snap / "model.safetensors")
+    with pytest.raises(CheckpointError, match="model.safetensors is a link"):
         chargen.load(snap)
 
 

@@ -13,6 +13,7 @@ import termios
 import pytest
 
 import chargen
+from chargen import checkpoint as ckpt
 
 from conftest import TINY
 from runs import ENV, PROGRESS, PROGRESS_BODY, STAMP, TINY_FLAGS, chargen_argv, history, start
@@ -39,7 +40,7 @@ def test_a_log_file_gets_what_is_used_progress_epochs_and_the_end(tmp_path, smal
     for m in filter(None, progress):
         assert float(m["pct"]) == round(100 * int(m["step"]) / n, 1) and float(m["loss"]) > 0
         assert float(m["bpc"]) * 0.693 == pytest.approx(float(m["loss"]), rel=2e-3)
-    rows = history(tmp_path / "ck" / "book" / "last")
+    rows = history(ckpt.snapshot_dir(tmp_path / "ck" / "book", "last"))
     for i, row in zip(epochs, rows):
         assert re.fullmatch(STAMP + rf"epoch {row['epoch']}: train {row['train_loss']:.4f} nats \({row['train_bpc']:.3f} "
                             rf"bpc\)  val {row['val_loss']:.4f} nats \({row['val_bpc']:.3f} bpc\)  [\d,]+ chars/s(  \*best)?",

@@ -162,7 +162,7 @@ def test_epoch_two_starts_from_zero_and_repeats_epoch_one_exactly(frozen, refere
     assert (h1["train_loss"], h1["val_loss"]) == (h2["train_loss"], h2["val_loss"])
     # the second epoch did not improve, so `best` still names the first epoch's snapshot
     run = result.run_dir
-    assert (run / "best").resolve().name == "e0001-s000000" and (run / "last").resolve().name == "e0002-s000000"
+    assert ckpt.snapshot_dir(run, "best").name == "e0001-s000000" and ckpt.snapshot_dir(run, "last").name == "e0002-s000000"
 
 
 def test_validation_reads_the_held_out_tail_as_carried_streams_from_zero(frozen, reference):

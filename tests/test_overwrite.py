@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import chargen
+from chargen import checkpoint as ckpt
 from chargen.runlock import LOCK_FILE
 
 from conftest import TINY
@@ -110,7 +111,7 @@ def test_an_overwrite_killed_before_its_first_save_leaves_the_old_run_unchanged(
     r = cli("train", "book.txt", "--root", "ck", "--overwrite", "--epochs", 1, "--seed", 5, *TINY_FLAGS, cwd=tmp_path)
     assert r.returncode == 0, r.stderr  # the killed run's lock died with it
     assert [h["epoch"] for h in chargen.history(run)] == [1]
-    assert os.listdir(run / "snapshots") == [os.path.basename(os.readlink(run / "last"))]  # the old ones are gone
+    assert os.listdir(run / "snapshots") == [os.path.basename(ckpt.read_pointer(run, "last"))]  # the old ones are gone
 
 
 class _StopAt:
@@ -127,7 +128,7 @@ def test_the_first_snapshot_of_an_overwrite_replaces_the_old_run(tmp_path, old_r
     with pytest.raises(chargen.TrainingInterrupted):  # stopped mid-epoch: a resumable snapshot is saved
         chargen.train(tmp_path / "book.txt", root=tmp_path / "ck", overwrite=True, epochs=3, seed=7, progress=False,
                       callbacks=[_StopAt(3)], **TINY)
-    assert os.readlink(run / "last") == "snapshots/e0000-s000003"
+    assert ckpt.read_pointer(run, "last") == "snapshots/e0000-s000003"
     assert not os.path.lexists(run / "best")  # the old run's best is not this run's
     assert os.listdir(run / "snapshots") == ["e0000-s000003"]
     assert json.loads((run / "config.json").read_text())["train"]["seed"] == 7  # the run's copies are the new run's
@@ -135,4 +136,4 @@ def test_the_first_snapshot_of_an_overwrite_replaces_the_old_run(tmp_path, old_r
     assert chargen.load(run).source.name == "e0000-s000003"  # best falls back to last
     result = chargen.train(tmp_path / "book.txt", root=tmp_path / "ck", resume=True, progress=False)
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
-    assert os.readlink(run / "best").startswith("snapshots/e000")
+    assert ckpt.read_pointer(run, "best").startswith("snapshots/e000")

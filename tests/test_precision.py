@@ -15,6 +15,7 @@ import pytest
 
 import chargen
 from cells import CELLS
+from chargen import checkpoint as ckpt
 from chargen.cli import main
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import ConfigError
@@ -122,8 +123,8 @@ def test_bf16_run_records_it_saves_float32_and_resumes_bit_exactly(tmp_path, sma
     two = chargen.train(book, root=tmp_path / "b", epochs=2, resume=True, progress=False, precision="auto")
     assert _recorded(one.run_dir) == _recorded(two.run_dir) == "bf16"
     assert [h["train_loss"] for h in one.history] == [h["train_loss"] for h in two.history]
-    wa, wb = (np.load(r.run_dir / "last" / "weights.npz") for r in (one, two))
-    for k in wa.files:
+    wa, wb = (ckpt.read_tensors(ckpt.snapshot_dir(r.run_dir, "last") / "model.safetensors") for r in (one, two))
+    for k in wa:
         assert wa[k].dtype == np.float32
         np.testing.assert_array_equal(wa[k], wb[k])
     fp32 = chargen.train(book, root=tmp_path / "c", epochs=2, **{**opts, "precision": "fp32"})

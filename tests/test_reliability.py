@@ -5,6 +5,7 @@ user would see the command line; tiny models throughout."""
 import errno
 import json
 import os
+import pickle
 import random
 import re
 import shlex
@@ -67,8 +68,7 @@ def _book(tmp_path, text):
 
 
 def _weights(snapshot):
-    with np.load(snapshot / "weights.npz") as z:
-        return [z[k] for k in sorted(z.files)]
+    return ckpt.read_snapshot(snapshot, with_training=False).weights
 
 
 # ------------------------------------------------------------------ 1. Ctrl-C
@@ -83,7 +83,7 @@ def test_ctrl_c_saves_at_the_end_of_the_step_and_the_printed_resume_command_fini
     p.send_signal(signal.SIGINT)
     rc = p.wait(timeout=300)
     line = runs.last_line(log.read_text(), rc, 130)
-    progress = json.loads((run / "last" / "progress.json").read_text())
+    progress = json.loads((ckpt.snapshot_dir(run, "last") / "progress.json").read_text())
     assert progress["epoch"] < 3 and (progress["epoch"], progress["step"]) != (0, 0)  # the step in flight finished
     assert line.startswith(f"chargen: interrupted at epoch {progress['epoch'] + 1}, step {progress['step']}; ")
 
@@ -96,7 +96,7 @@ def test_ctrl_c_saves_at_the_end_of_the_step_and_the_printed_resume_command_fini
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert len(chargen.load(run).generate("the ", 10, temperature=0)) == 10
     # interrupted mid-epoch and resumed == never interrupted
-    runs.assert_same_run(reference_run(epochs=3, seed=1), (run / "last").resolve())
+    runs.assert_same_run(reference_run(epochs=3, seed=1), ckpt.snapshot_dir(run, "last"))
 
 
 def test_resume_command_names_the_book_and_a_non_default_root(tmp_path):
@@ -115,22 +115,22 @@ def test_kill_9_at_random_moments_never_leaves_last_incomplete(tmp_path, small_t
     seen, done = None, 0
     for i, delay in enumerate(delays):
         p = popen(*base, "--epochs", 100000, *(["--resume"] if i else []), cwd=tmp_path)
-        wait_for(lambda: (run / "last").is_symlink() and os.readlink(run / "last") != seen, p, "a new snapshot")
+        wait_for(lambda: ckpt.read_pointer(run, "last") not in (None, seen), p, "a new snapshot")
         time.sleep(delay)
         p.kill()
         p.communicate()
         where = f"kill {i + 1} of {len(delays)}, {delay:.3f} s after a new snapshot (delays {delays})"
-        snap = (run / "last").resolve()
-        for name in ckpt.SNAPSHOT_FILES + ("optimizer.npz", "train_state.npz", "history.jsonl"):
+        snap = ckpt.snapshot_dir(run, "last")
+        for name in ckpt.SNAPSHOT_FILES + ckpt.TRAINING_FILES:
             assert (snap / name).is_file(), f"{name} missing after {where}"
         gen = chargen.load(run, which="last")
         assert len(gen.generate("the ", 5, temperature=0)) == 5, where
         progress = json.loads((snap / "progress.json").read_text())
         assert progress["epoch"] >= done, where
-        seen, done = os.readlink(run / "last"), progress["epoch"]
+        seen, done = ckpt.read_pointer(run, "last"), progress["epoch"]
     r = cli(*base, "--epochs", done + 1, "--resume", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    history = [json.loads(s) for s in (run / "last" / "history.jsonl").read_text().splitlines()]
+    history = [json.loads(s) for s in (ckpt.snapshot_dir(run, "last") / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == list(range(1, done + 2))
 
 
@@ -140,9 +140,9 @@ class Killed(BaseException):
 
 @pytest.mark.parametrize("snap_id", ["e0009-s000000", "e0002-s000000"])  # a new one, or the one `last` names
 def test_a_crash_at_every_step_of_a_snapshot_write_leaves_last_complete(trained_run, tmp_path, monkeypatch, snap_id):
-    src = (trained_run.run_dir / "last").resolve()
+    src = ckpt.snapshot_dir(trained_run.run_dir, "last")
     files = {n: (src / n).read_text() for n in ("config.json", "tokenizer.json", "progress.json", "history.jsonl")}
-    arrays = {n: ckpt._load_npz(src / n) for n in ("weights.npz", "optimizer.npz", "train_state.npz")}
+    arrays = {n: ckpt.read_tensors(src / n) for n in ckpt.ARRAY_FILES[ckpt.VERSION].values()}
     real = {name: getattr(os, name) for name in ("fsync", "replace", "symlink", "unlink", "rmdir")}
     real["rmtree"] = shutil.rmtree
     for k in range(1000):
@@ -170,7 +170,7 @@ def test_a_crash_at_every_step_of_a_snapshot_write_leaves_last_complete(trained_
         for which in ("last", "best"):  # both name a complete snapshot, the old or the new one
             ckpt.read_snapshot(ckpt.snapshot_dir(run, which))
         ckpt.write_snapshot(run, "e0010-s000000", files, arrays)  # the run goes on after a restart
-        named = {os.path.basename(os.readlink(run / n)) for n in ("last", "best")}
+        named = {os.path.basename(ckpt.read_pointer(run, n)) for n in ("last", "best")}
         assert "e0010-s000000" in named and sorted(os.listdir(run / "snapshots")) == sorted(named), calls
         if len(calls) <= k:  # the write finished without reaching a k-th operation: all points tried
             break
@@ -193,11 +193,16 @@ def _drop_last_char(doc):
 
 
 def _save_arrays(name, make):
+    """Rewrite a snapshot's array file `name` with make({name: array}) -> {name: array}, as a correct writer would."""
     def save(d):
-        with np.load(d / name) as z:
-            arrays = [z[k] for k in sorted(z.files)]
-        np.savez(d / name, **{f"a{i:04d}": a for i, a in enumerate(make(arrays))})
+        from safetensors.numpy import save
+
+        (d / name).write_bytes(save(make(ckpt.read_tensors(d / name))))
     return save
+
+
+def _without(key):
+    return lambda arrays: {k: a for k, a in arrays.items() if k != key}
 
 
 def _truncate(name, keep):
@@ -205,8 +210,8 @@ def _truncate(name, keep):
 
 
 CORRUPTIONS = {
-    "truncated weights": (_truncate("weights.npz", 0.5), "weights.npz: truncated or corrupted"),
-    "empty weights": (_truncate("weights.npz", 0), "weights.npz: truncated or corrupted"),
+    "truncated weights": (_truncate("model.safetensors", 0.5), "model.safetensors: its arrays end at byte"),
+    "empty weights": (_truncate("model.safetensors", 0), "model.safetensors: it has 0 bytes"),
     "missing tokenizer": (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json: missing"),
     "config not JSON": (lambda d: (d / "config.json").write_text("{not json"), "config.json: unreadable"),
     "version 99": (_edit_json("config.json", lambda c: c.update(version=99)), "version 99 is newer"),
@@ -214,9 +219,9 @@ CORRUPTIONS = {
     "tokenizer and config vs weights": (
         lambda d: (_edit_json("tokenizer.json", _drop_last_char)(d), _edit_json(
             "config.json", lambda c: c["model"].update(vocab_size=c["model"]["vocab_size"] - 1))(d)),
-        "weights.npz: the arrays do not fit"),
+        "model.safetensors: 'embedding' has shape"),
     "config asks for a bigger model": (_edit_json("config.json", lambda c: c["model"].update(embed=100_000)),
-                                       "weights.npz: the arrays do not fit"),
+                                       "model.safetensors: 'embedding' has shape"),
     "Lambda model": (_edit_json("config.json", lambda c: c.update(model={
         "class_name": "Lambda", "config": {"function": "__import__('os').system('touch pwned')"}})),
         "unknown keys ['class_name', 'config']"),
@@ -224,9 +229,9 @@ CORRUPTIONS = {
                    "unknown keys ['class_name']"),
     "layer spec as units": (_edit_json("config.json", lambda c: c["model"].update(
         units=[{"class_name": "LSTM", "config": {"units": 24}}])), "units must be a list of positive integers"),
-    "pickled weights": (_save_arrays("weights.npz", lambda a: [np.array([{"x": 1}], dtype=object)] + a[1:]),
-                        "weights.npz: truncated or corrupted"),
-    "NaN weights": (_save_arrays("weights.npz", lambda a: [np.full_like(a[0], np.nan)] + a[1:]),
+    "a pickle for weights": (lambda d: (d / "model.safetensors").write_bytes(pickle.dumps(np.array([{"x": 1}]))),
+                             "model.safetensors: its header length"),
+    "NaN weights": (_save_arrays("model.safetensors", lambda a: {**a, "embedding": np.full_like(a["embedding"], np.nan)}),
                     "NaN or Inf"),
     "bad progress": (_edit_json("progress.json", lambda p: p.update(step="x")), "progress.json: corrupted"),
 }
@@ -236,7 +241,7 @@ CORRUPTIONS = {
 def corrupt(trained_run, tmp_path):
     def make(case):
         d = tmp_path / "snap"
-        shutil.copytree((trained_run.run_dir / "last").resolve(), d)
+        shutil.copytree(ckpt.snapshot_dir(trained_run.run_dir, "last"), d)
         CORRUPTIONS[case][0](d)
         return d
     return make
@@ -272,14 +277,16 @@ def test_run_whose_snapshots_are_gone(trained_run, tmp_path):
 
 
 @pytest.mark.parametrize("name, change, needle", [
-    ("optimizer.npz", _truncate("optimizer.npz", 0.5), "optimizer.npz: truncated"),
-    ("optimizer.npz", _save_arrays("optimizer.npz", lambda a: a[:-1]), "optimizer state is missing or does not fit"),
-    ("train_state.npz", _save_arrays("train_state.npz", lambda a: a[1:]), "train_state.npz: does not fit"),
+    ("optimizer", _truncate("optimizer.safetensors", 0.5), "optimizer.safetensors: its arrays end at byte"),
+    ("optimizer", _save_arrays("optimizer.safetensors", _without("output/bias/velocity")),
+     "optimizer state is missing or does not fit"),
+    ("train_state", _save_arrays("train_state.safetensors", _without("lstm_0/h")),
+     "train_state.safetensors: no array named 'lstm_0/h'"),
     ("progress.json", _edit_json("progress.json", lambda p: p.update(partial=[1])), "progress.json: corrupted"),
 ])
 def test_resuming_from_a_corrupted_snapshot_is_refused(trained_run, tmp_path, name, change, needle):
     shutil.copytree(trained_run.run_dir, tmp_path / "ck" / "book", symlinks=True)
-    change((tmp_path / "ck" / "book" / "last").resolve())
+    change(ckpt.snapshot_dir(tmp_path / "ck" / "book", "last"))
     with pytest.raises(CheckpointError, match=needle):
         chargen.train(trained_run.run_dir.parent.parent / "book.txt", root=tmp_path / "ck", resume=True,
                       epochs=3, progress=False)
@@ -292,7 +299,7 @@ def test_divergence_stops_and_keeps_the_last_good_snapshot(tmp_path, small_text,
     book = _book(tmp_path, small_text)
     ck, run = tmp_path / "ck", tmp_path / "ck" / "book"
     chargen.train(book, root=ck, epochs=1, seed=4, val_fraction=val_fraction, progress=False, **TINY)
-    good, good_weights = os.readlink(run / "last"), _weights(run / "last")
+    good, good_weights = ckpt.read_pointer(run, "last"), _weights(ckpt.snapshot_dir(run, "last"))
     real_compile = train_mod._Loop._compile
 
     def faulty_compile(self, tf):
@@ -315,9 +322,9 @@ def test_divergence_stops_and_keeps_the_last_good_snapshot(tmp_path, small_text,
         chargen.train(book, root=ck, epochs=2, resume=True, progress=False)
     assert "NaN" in str(err.value) or "nan" in str(err.value)
     assert f"still names the last good snapshot ({good})" in str(err.value)
-    assert os.readlink(run / "last") == good
+    assert ckpt.read_pointer(run, "last") == good
     assert sorted(os.listdir(run / "snapshots")) == [os.path.basename(good)]  # nothing written, nothing half-written
-    for a, b in zip(good_weights, _weights(run / "last")):
+    for a, b in zip(good_weights, _weights(ckpt.snapshot_dir(run, "last"))):
         np.testing.assert_array_equal(a, b)
     chargen.load(run, which="last")
     monkeypatch.undo()
@@ -374,19 +381,21 @@ def test_unwritable_root_fails_before_training_and_writes_nothing(tmp_path, smal
 
 def test_full_disk_while_saving_keeps_the_previous_snapshot(tmp_path, small_text, monkeypatch):
     book = _book(tmp_path, small_text)
-    real_save, calls = ckpt._save_npz, []
+    from chargen.checkpoint import writing
 
-    def save(path, arrays):
+    real_save, calls = writing.write_tensors, []
+
+    def save(path, arrays, metadata):
         calls.append(path.name)
-        if calls.count("weights.npz") == 2:
+        if calls.count("model.safetensors") == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(path, arrays)
+        real_save(path, arrays, metadata)
 
-    monkeypatch.setattr(ckpt, "_save_npz", save)
+    monkeypatch.setattr(writing, "write_tensors", save)
     with pytest.raises(CheckpointError, match="could not write snapshot e0002-s000000 .No space left"):
         chargen.train(book, root=tmp_path / "ck", epochs=3, seed=1, progress=False, **TINY)
     run = tmp_path / "ck" / "book"
-    assert os.readlink(run / "last") == "snapshots/e0001-s000000"
+    assert ckpt.read_pointer(run, "last") == "snapshots/e0001-s000000"
     assert os.listdir(run / "snapshots") == ["e0001-s000000"]  # the half-written one is cleaned up
     monkeypatch.undo()
     assert len(chargen.train(book, root=tmp_path / "ck", resume=True, progress=False).history) == 3

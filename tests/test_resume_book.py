@@ -22,7 +22,7 @@ def _texts(small_text):
 
 
 def _state_of(run):
-    return os.readlink(run / "last"), sorted(os.listdir(run / "snapshots")), (run / "history.jsonl").read_text()
+    return ckpt.read_pointer(run, "last"), sorted(os.listdir(run / "snapshots")), (run / "history.jsonl").read_text()
 
 
 @pytest.fixture()
@@ -36,7 +36,7 @@ def run(trained_run, tmp_path, small_text):
 
 
 def test_snapshots_keep_the_fingerprint_of_the_text(trained_run, small_text):
-    progress = json.loads((trained_run.run_dir / "last" / "progress.json").read_text())
+    progress = json.loads((ckpt.snapshot_dir(trained_run.run_dir, "last") / "progress.json").read_text())
     tokenizer = chargen.load(trained_run.run_dir).tokenizer
     assert progress["book"] == ckpt.book_fingerprint(tokenizer.encode(small_text))
     assert progress["book"]["tokens"] == len(small_text)
@@ -64,14 +64,14 @@ def test_resume_on_its_own_text_continues(run):
 
 
 def test_a_snapshot_from_before_fingerprints_still_resumes_and_then_keeps_one(run, small_text):
-    progress = run / "last" / "progress.json"
+    progress = ckpt.snapshot_dir(run, "last") / "progress.json"
     doc = json.loads(progress.read_text())
     del doc["book"]
     progress.write_text(json.dumps(doc))
     # any text of the vocabulary is taken, as before: nothing to compare it with
     result = chargen.train(run.parent.parent / "shorter.txt", name="book", root=run.parent, resume=True, epochs=3,
                            progress=False)
-    assert json.loads((result.run_dir / "last" / "progress.json").read_text())["book"]["tokens"] == \
+    assert json.loads((ckpt.snapshot_dir(result.run_dir, "last") / "progress.json").read_text())["book"]["tokens"] == \
         len(_texts(small_text)["shorter"])
 
 

@@ -3,7 +3,7 @@
 The stop is a step-end callback (`StepEnd.stop()`, the Ctrl-C path: it saves a resumable
 snapshot), so the point is exact, not a timer's. Compared with one uninterrupted run: every
 step's loss, the weights, the optimizer's arrays, the training rows' state (and the dropout
-RNG) in train_state.npz, the progress and the history (all but the wall-clock fields).
+RNG) in train_state.safetensors, the progress and the history (all but the wall-clock fields).
 """
 
 import json
@@ -84,7 +84,7 @@ def test_stopped_after_a_step_and_resumed_is_bit_for_bit_one_run(book, uninterru
     with pytest.raises(TrainingInterrupted, match="interrupted at epoch"):
         chargen.train(book, root=tmp_path, epochs=EPOCHS, callbacks=[stop], cell=cell, **OPTIONS)
     stopped_at = (epoch, n if step == -1 else step)
-    progress = json.loads((tmp_path / "book" / "last" / "progress.json").read_text())
+    progress = json.loads((ckpt.snapshot_dir(tmp_path / "book", "last") / "progress.json").read_text())
     assert (progress["epoch"], progress["step"]) == stopped_at  # saved exactly after that step
     assert stop.seen == whole_losses[:len(stop.seen)] and stop.seen[-1][:2] == stopped_at
 

@@ -24,7 +24,7 @@ def test_a_run_being_trained_refuses_a_second_trainer_and_stays_readable(tmp_pat
                          env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: os.nice(19))  # niced, so that the commands below get the cores
     try:
-        wait_for(lambda: (run / "last").is_symlink(), p, "the first snapshot")
+        wait_for(lambda: (run / "last").exists(), p, "the first snapshot")
         holder = json.loads((run / LOCK_FILE).read_text())
         assert holder["pid"] == p.pid and holder["started"]
         for extra in ([], ["--resume"], ["--overwrite"]):

@@ -1,7 +1,6 @@
 """--save-every: resumable snapshots in the middle of an epoch ('last' moves, 'best' stays with validated
 ones), and a crash after one loses only the steps since: the resumed run equals an uninterrupted one."""
 
-import os
 import signal
 import subprocess
 
@@ -24,8 +23,7 @@ class Watch:
         self.run, self.crash_at, self.seen = run, crash_at, []
 
     def on_step_end(self, info):
-        self.seen.append(tuple(os.readlink(self.run / n) if (self.run / n).is_symlink() else None
-                               for n in ("last", "best")))
+        self.seen.append(tuple(ckpt.read_pointer(self.run, n) for n in ("last", "best")))
         if info.epoch * info.num_batches + info.step == self.crash_at:
             raise Crash
 
@@ -49,11 +47,11 @@ def test_mid_epoch_snapshots_move_last_not_best_and_resume_bit_for_bit(tmp_path,
                                                                     "snapshots/e0001-s000006"]
     assert list(dict.fromkeys(lasts)) == mid
     assert {best for _, best in watch.seen} == {None, "snapshots/e0001-s000000"}  # only the validated epoch end
-    assert os.readlink(run / "last") == "snapshots/e0001-s000006"  # the crash lost 2 steps
+    assert ckpt.read_pointer(run, "last") == "snapshots/e0001-s000006"  # the crash lost 2 steps
 
     resumed = chargen.train(book, root=tmp_path / "ck", resume=True, progress=False)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
-    assert_same_run(reference_run(epochs=2, seed=1), (run / "last").resolve())
+    assert_same_run(reference_run(epochs=2, seed=1), ckpt.snapshot_dir(run, "last"))
 
 
 def test_kill_9_after_a_mid_epoch_snapshot_then_resume_equals_an_uninterrupted_run(tmp_path, small_text,
@@ -71,4 +69,4 @@ def test_kill_9_after_a_mid_epoch_snapshot_then_resume_equals_an_uninterrupted_r
     assert not snap.name.endswith("-s000000")  # the run is resumed from the middle of an epoch
     r = cli(*args, "--resume", cwd=tmp_path, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr
-    assert_same_run(reference_run(epochs=2, seed=1), (run / "last").resolve())
+    assert_same_run(reference_run(epochs=2, seed=1), ckpt.snapshot_dir(run, "last"))

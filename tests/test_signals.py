@@ -30,7 +30,7 @@ def test_term_and_hup_save_print_the_resume_command_and_exit_128_plus_the_signal
     assert p.wait(timeout=300) == code
     line = last_line(log.read_text(), p.returncode, code)
     name = signal.Signals(sig).name
-    progress = json.loads((tmp_path / "ck" / "run" / "last" / "progress.json").read_text())
+    progress = json.loads((ckpt.snapshot_dir(tmp_path / "ck" / "run", "last") / "progress.json").read_text())
     assert (progress["epoch"], progress["step"]) != (0, 0) and progress["epoch"] < 3  # the step in flight finished
     assert line.startswith(f"chargen: interrupted by {name} at epoch {progress['epoch'] + 1}, step {progress['step']}; ")
     command = line.split("Resume with: ", 1)[1]
@@ -38,7 +38,7 @@ def test_term_and_hup_save_print_the_resume_command_and_exit_128_plus_the_signal
 
     r = cli(*shlex.split(command)[1:], cwd=tmp_path)  # exactly what the message says, from the same folder
     assert r.returncode == 0, r.stderr
-    assert_same_run(reference_run(epochs=3, seed=1), (tmp_path / "ck" / "run" / "last").resolve())
+    assert_same_run(reference_run(epochs=3, seed=1), ckpt.snapshot_dir(tmp_path / "ck" / "run", "last"))
 
 
 SLOW_STEP = """
@@ -68,14 +68,14 @@ def test_a_second_signal_stops_at_once_and_last_stays_complete(tmp_path, small_t
     log, run = tmp_path / "train.log", tmp_path / "ck" / "run"
     p = start(cwd=tmp_path, log=log, argv=[sys.executable, "-c", SLOW_STEP, "train", "book.txt", *map(str, RUN)])
     wait_for_line(p, log, "a slow step")  # 5 steps into epoch 2; epoch 1 is saved
-    saved = os.readlink(run / "last")
+    saved = ckpt.read_pointer(run, "last")
     p.send_signal(signal.SIGTERM)
     wait_for_line(p, log, "first signal received")
     p.send_signal(signal.SIGTERM)  # while the step (600 s here) is still running
     assert p.wait(timeout=120) == 143  # at once, not after the step
     text = log.read_text().replace("a slow step\n", "").replace("first signal received\n", "")
     assert last_line(text, p.returncode, 143) == "chargen: interrupted (SIGTERM)"
-    assert os.readlink(run / "last") == saved and os.listdir(run / "snapshots") == [os.path.basename(saved)]
+    assert ckpt.read_pointer(run, "last") == saved and os.listdir(run / "snapshots") == [os.path.basename(saved)]
     ckpt.read_snapshot(ckpt.snapshot_dir(run, "last"))  # complete
 
 
@@ -159,9 +159,9 @@ def test_a_signal_during_validation_stops_without_waiting_for_it(tmp_path, small
         chargen.train(book, root=tmp_path / "ck", epochs=2, seed=1, progress=False, **TINY)
     assert stopped.value.signum == signal.SIGTERM
     run = tmp_path / "ck" / "book"
-    assert json.loads((run / "last" / "progress.json").read_text())["step"] == n
-    assert (run / "last" / "history.jsonl").read_text() == ""  # the epoch's end was not recorded
+    assert json.loads((ckpt.snapshot_dir(run, "last") / "progress.json").read_text())["step"] == n
+    assert (ckpt.snapshot_dir(run, "last") / "history.jsonl").read_text() == ""  # the epoch's end was not recorded
     assert signal.getsignal(signal.SIGTERM) == before  # the program's handler is back
     monkeypatch.undo()
     chargen.train(book, root=tmp_path / "ck", resume=True, progress=False)
-    assert_same_run(reference_run(epochs=2, seed=1), (run / "last").resolve())
+    assert_same_run(reference_run(epochs=2, seed=1), ckpt.snapshot_dir(run, "last"))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import chargen
+from chargen import checkpoint as ckpt
 from chargen.generate import Generator
 
 from conftest import ROOT
@@ -129,8 +130,10 @@ def test_the_command_line_continues_a_seed_as_a_restored_state_does(trained_run,
     The checkpoint holds the context-sensitive weights used above."""
     run = tmp_path / "run"
     shutil.copytree(trained_run.run_dir, run, symlinks=True)
-    weights = _random_weights(chargen.load(run, which="last").config)
-    np.savez((run / "last").resolve() / "weights.npz", **{f"a{i:04d}": w for i, w in enumerate(weights)})
+    config = chargen.load(run, which="last").config
+    weights = _random_weights(config)
+    ckpt.write_tensors(ckpt.snapshot_dir(run, "last") / "model.safetensors",
+                       {name: w for (name, _), w in zip(ckpt.weight_layout(config), weights)}, {})
     args = ["--length", "50", "--temperature", "0.8", "--rng-seed", "7"]
     r = subprocess.run([sys.executable, "-m", "chargen", "sample", "--checkpoint", str(run), "--which", "last",
                         "--seed", SEED, *args], env={**os.environ, "PYTHONPATH": str(ROOT)},

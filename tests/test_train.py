@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import chargen
+from chargen import checkpoint as ckpt
 from chargen import trainer as train_mod
 from chargen.errors import CheckpointError, ConfigError
 from chargen.net.model import get_state
@@ -15,11 +16,12 @@ def test_checkpoint_layout_and_history(trained_run):
     run = trained_run.run_dir
     for name in ("config.json", "tokenizer.json", "history.jsonl", "last", "best"):
         assert (run / name).exists(), name
-    snap = (run / "last").resolve()
-    for name in ("config.json", "tokenizer.json", "weights.npz", "optimizer.npz", "train_state.npz", "progress.json"):
+    snap = ckpt.snapshot_dir(run, "last")
+    for name in ("config.json", "tokenizer.json", "model.safetensors", "optimizer.safetensors", "train_state.safetensors",
+                 "progress.json"):
         assert (snap / name).exists(), name
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["format"] == "chargen-checkpoint" and cfg["version"] == 1
+    assert cfg["format"] == "chargen-checkpoint" and cfg["version"] == 2
     assert cfg["model"]["units"] == [24, 16] and cfg["train"]["seed"] == 3
     lines = [json.loads(l) for l in (run / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in lines] == [1, 2]
@@ -94,9 +96,9 @@ def test_resume_continues_and_matches_one_long_run(tmp_path, small_text, lr_deca
     two = chargen.train(book, root=tmp_path / "b", epochs=2, resume=True, progress=False)
     assert [h["train_loss"] for h in one.history] == [h["train_loss"] for h in two.history]
     assert [h["val_loss"] for h in one.history] == [h["val_loss"] for h in two.history]
-    wa = np.load(one.run_dir / "last" / "weights.npz")
-    wb = np.load(two.run_dir / "last" / "weights.npz")
-    for k in wa.files:
+    wa, wb = (ckpt.read_tensors(ckpt.snapshot_dir(r.run_dir, "last") / "model.safetensors") for r in (one, two))
+    assert sorted(wa) == sorted(wb)
+    for k in wa:
         np.testing.assert_array_equal(wa[k], wb[k])
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import chargen
-from chargen import export_web
+from chargen.exporters import web as export_web
 from chargen.errors import ExportError
 from conftest import ROOT
 

@@ -1,4 +1,4 @@
-"""Lists of arrays in .npz files, written with fsync and read without trusting the file.
+"""Format 1 (chargen 0.1): lists of arrays in .npz files, read without trusting the file.
 
 `np.load(allow_pickle=False)` refuses pickled objects, but a damaged file can still claim an
 array of terabytes in its header (numpy allocates it before reading), hold members that are not
@@ -19,17 +19,10 @@ from pathlib import Path
 import numpy as np
 import numpy.lib.format as npy
 
+from chargen.checkpoint.files import unreadable
 from chargen.errors import CheckpointError
 
 NUMERIC_KINDS = "biuf"  # bool, int, unsigned, float: never objects, strings, structured or complex values
-
-
-def write_npz(path: Path, arrays: list[np.ndarray]) -> None:
-    """Write arrays as a0000, a0001, ... and fsync the file."""
-    with open(path, "wb") as f:
-        np.savez(f, **{f"a{i:04d}": np.asarray(a) for i, a in enumerate(arrays)})
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def read_npz(path: Path, required: bool = True) -> list[np.ndarray] | None:
@@ -41,12 +34,10 @@ def read_npz(path: Path, required: bool = True) -> list[np.ndarray] | None:
             if [i.filename for i in infos] != expected:
                 raise ValueError(f"members {[i.filename for i in infos][:5]} are not a0000.npy, a0001.npy, ...")
             return [_member(zf, info) for info in infos]
-    except FileNotFoundError:
-        if required:
-            raise CheckpointError(f"{path}: missing; the checkpoint is incomplete, retrain or restore it") from None
-        return None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a folder, not a file; the checkpoint is damaged, retrain or restore it") from None
+    except (FileNotFoundError, IsADirectoryError) as e:
+        if isinstance(e, FileNotFoundError) and not required:
+            return None
+        raise unreadable(path, e) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, NotImplementedError,
             OverflowError, MemoryError, RuntimeError) as e:
         raise CheckpointError(f"{path}: truncated or corrupted ({type(e).__name__}: {e}); use another snapshot "

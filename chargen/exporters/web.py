@@ -13,9 +13,9 @@ manifest reads like the model; each layer entry names its cell, whose step charg
 (a new cell adds an entry there). The page, chargen.js and page.js are package data (chargen/web/),
 copied as they are: nothing in them depends on the model.
 
-Before the folder is put in place (by chargen.exporting, which writes it under a temporary name),
-the arrays are read back through the manifest as chargen.js reads them, and must be exactly the
-checkpoint's. (That the JavaScript computes what chargen's numpy engine computes is checked in a
+Before the folder is put in place (chargen/exporters/folder.py: it is written under a temporary
+name), the arrays are read back through the manifest as chargen.js reads them, and must be exactly
+the checkpoint's. (That the JavaScript computes what chargen's numpy engine computes is checked in a
 real browser by tests/test_web_browser.py.)
 """
 
@@ -34,6 +34,7 @@ from chargen.config import ModelConfig
 from chargen.errors import ExportError
 from chargen.net import get_cell
 from chargen.net.layout import weight_layout
+from chargen.exporters.manifest import MANIFEST
 
 WEIGHTS_FILE = "weights.bin"
 PAGE_FILES = ("index.html", "chargen.js", "page.js")
@@ -54,7 +55,7 @@ def layout(cfg: ModelConfig) -> tuple[list[str], list[dict[str, Any]]]:
     return names, layers
 
 
-def write(folder: Path, snap: ckpt.Snapshot, manifest: dict[str, Any], manifest_name: str) -> None:
+def write(folder: Path, snap: ckpt.Snapshot, manifest: dict[str, Any], manifest_name: str = MANIFEST) -> None:
     """Write the page, weights.bin and the manifest (`manifest` plus the web entries) into `folder`, then check them."""
     folder.chmod(0o755)  # not the temporary folder's 0700: a web server running as another user must read it
     names, layers = layout(snap.model)
@@ -88,7 +89,7 @@ def _write_weights(path: Path, arrays: dict[str, np.ndarray]) -> tuple[dict[str,
     return tensors, offset
 
 
-def read_arrays(folder: str | Path, manifest_name: str = "chargen_export.json") -> list[np.ndarray]:
+def read_arrays(folder: str | Path, manifest_name: str = MANIFEST) -> list[np.ndarray]:
     """A web export's arrays in get_weights() order, found through its manifest as chargen.js finds them."""
     folder = Path(folder)
     doc = json.loads((folder / manifest_name).read_text(encoding="utf-8"))
