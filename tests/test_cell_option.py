@@ -1,6 +1,7 @@
 """`--cell lstm|gru` from the command line to the checkpoint and back, and the `--kernel` option (`--lstm` kept)."""
 
 import json
+import math
 
 import pytest
 
@@ -66,3 +67,20 @@ def test_an_old_config_without_a_cell_is_an_lstm_and_its_lstm_option_is_the_kern
         from_dict(TrainConfig, {"lstm": "keras", "kernel": "fast"}, "x")
     with pytest.raises(ConfigError, match="--cell must be one of lstm, gru, got 'rnn'"):
         ModelConfig(vocab_size=3, cell="rnn").validate()
+
+
+def test_a_gru_trains_with_the_stock_keras_layer_and_in_bf16_to_the_fast_kernels_loss(tmp_path, small_text):
+    """The three ways a GRU trains (fast fp32, fast bf16, stock keras.layers.GRU) reach the same loss, and each
+    run records the one it used. (The stock layer draws its initial weights in another order, so not equal.)"""
+    book = tmp_path / "book.txt"
+    book.write_text(small_text, encoding="utf-8")
+    losses = {}
+    for kernel, precision in [("fast", "fp32"), ("fast", "bf16"), ("keras", "fp32")]:
+        r = chargen.train(book, root=tmp_path / f"{kernel}-{precision}", epochs=1, seed=2, progress=False, cell="gru",
+                          kernel=kernel, precision=precision, **TINY)
+        train = json.loads((r.run_dir / "config.json").read_text(encoding="utf-8"))["train"]
+        assert (train["kernel"], train["precision"]) == (kernel, precision)
+        losses[kernel, precision] = r.history[-1]["val_loss"]
+    fast = losses["fast", "fp32"]
+    assert abs(losses["fast", "bf16"] - fast) < 0.01 and abs(losses["keras", "fp32"] - fast) < 0.1, losses
+    assert fast < math.log(len(set(small_text))) - 0.2, losses  # it learned: below a uniform guess
