@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from browser import INSTALL, chromium_paths, start_browser, static_server  # noqa: E402
 from chargen.exporters import web as export_web  # noqa: E402
-from chargen.config import ModelConfig  # noqa: E402
+from chargen.config import ModelConfig, SampleConfig  # noqa: E402
 from chargen.net.layout import weight_shapes  # noqa: E402
 from chargen.net.numpy_engine import NumpyEngine  # noqa: E402
 from chargen.sampling import pick  # noqa: E402
@@ -68,7 +68,7 @@ def numpy_rate(weights: list[np.ndarray], units: tuple[int, ...], length: int, r
         t = time.perf_counter()
         for _ in range(length):
             logits, state = engine.step(ids, state)
-            ids = pick(logits, 0.8, 0, 1.0, rng)
+            ids = pick(logits, SampleConfig(), rng)
         best = max(best, length / (time.perf_counter() - t))
     return best
 

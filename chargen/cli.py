@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from dataclasses import MISSING
@@ -42,6 +43,15 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(flag, *f.metadata.get("aliases", ()), dest=f.name, type=kind, default=None, choices=allowed,
                             metavar=None if allowed else flag[2:].replace("-", "_").upper(),
                             help=f.metadata["help"] + ("" if said else f" (default: {shown})"))
+
+
+def said(error: ChargenError) -> str:
+    """An error as the command line says it: each argument its message names (error.arguments), as its flag
+    (batch_size -> --batch-size), so a library caller reads the names it passes and a shell user the flags."""
+    text = str(error)
+    for name in error.arguments:
+        text = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", field_flag(name), text)
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,7 +221,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:  # with --log-format json an error is one more event, so the log stays one JSON object a line
         return _train(args)
     except ChargenError as e:
-        stderr_line(json_line("error", message=f"chargen: error: {e}", exit_code=EXIT_USAGE))
+        stderr_line(json_line("error", message=f"chargen: error: {said(e)}", exit_code=EXIT_USAGE))
         return EXIT_USAGE
 
 
@@ -276,8 +286,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return _sample_many(gen, args, cfg, seed, stop)
     out = sys.stdout
     out.write(seed if args.echo else "")
-    for piece in gen.stream(seed, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p, cfg.rng_seed, args.unknown,
-                            stop):
+    for piece in gen.stream(seed, unknown=args.unknown, stop=stop, sample=cfg):
         out.write(piece)
         out.flush()  # text appears as it is generated
     out.write("\n")
@@ -309,8 +318,7 @@ def _encodes(text: str, encoding: str) -> bool:
 
 def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, seed: str, stop: tuple[str, ...]) -> int:
     """N samples generated together: JSON lines with --json, shown growing live on a terminal, else printed in turn."""
-    steps = gen.stream_many(seed, args.num_samples, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p,
-                            cfg.rng_seed, args.unknown, stop)
+    steps = gen.stream_many(seed, args.num_samples, unknown=args.unknown, stop=stop, sample=cfg)
     prefix = seed if args.echo and not args.json else ""
     texts = [[prefix] for _ in range(args.num_samples)]
     if sys.stdout.isatty() and not args.json:
@@ -452,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with TermAndHupStop():  # like Ctrl-C, unless ignored (nohup); training makes the first one a clean stop
             return handler(args)
     except ChargenError as e:
-        print(f"chargen: error: {e}", file=sys.stderr)
+        print(f"chargen: error: {said(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:  # outside training, or a second signal during it
         signum = getattr(e, "signum", None)

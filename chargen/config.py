@@ -25,22 +25,22 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 # cannot (1e9 tokens did, on 24 GiB); 2**20 is far past any useful vocabulary for an LSTM's dense layer.
 MAX_BPE_VOCAB = 2**20
 
-# Fields whose command-line flag is not their own name (ModelConfig.vocab_size is set from the text).
-FLAG_NAMES = {"bpe_vocab": "vocab_size"}
+# Arguments whose command-line flag is not their own name (ModelConfig.vocab_size is set from the text).
+FLAG_NAMES = {"bpe_vocab": "vocab_size", "init_which": "which"}
 
 
 def flag(name: str) -> str:
-    """The command-line flag of a config field: batch_size -> --batch-size, bpe_vocab -> --vocab-size."""
+    """The command-line flag of an argument: batch_size -> --batch-size, bpe_vocab -> --vocab-size."""
     return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
 
 
 def _require(ok: bool, name: str, value: Any, rule: str) -> None:
     if not ok:
-        raise ConfigError(f"{flag(name)} must be {rule}, got {value!r}")
+        raise ConfigError(f"{name} must be {rule}, got {value!r}", arguments=(name,))
 
 
 def positive_int(name: str, value: Any) -> None:
-    """ConfigError "--name must be a positive integer, got ..." unless `value` is one (bools are not)."""
+    """ConfigError "name must be a positive integer, got ..." unless `value` is one (bools are not)."""
     _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
              name, value, "a positive integer")
 
@@ -127,8 +127,8 @@ class TrainConfig:
         _check_choices(self)
         budgets = [name for name in ("epochs", "steps", "minutes") if getattr(self, name) is not None]
         if len(budgets) > 1:
-            raise ConfigError(f"{' and '.join(map(flag, budgets))} are alternatives: give one budget "
-                              "(--epochs N, --steps N or --minutes M)")
+            raise ConfigError(f"{' and '.join(budgets)} are alternatives: give one budget (epochs, steps or minutes)",
+                              arguments=("epochs", "steps", "minutes"))
         for name in ("epochs", "steps"):
             if getattr(self, name) is not None:
                 positive_int(name, getattr(self, name))
@@ -147,8 +147,9 @@ class TrainConfig:
                  "seed", self.seed, "an integer in [0, 2**31)")
         if self.bpe_vocab is not None:
             if self.tokenizer != "bpe":
-                raise ConfigError(f"{flag('bpe_vocab')} {self.bpe_vocab!r} is for --tokenizer bpe (a char vocabulary is the "
-                                  f"book's characters); add --tokenizer bpe or drop {flag('bpe_vocab')}")
+                raise ConfigError(f"bpe_vocab {self.bpe_vocab!r} is for tokenizer 'bpe' (a char vocabulary is the "
+                                  "book's characters); set tokenizer 'bpe' or drop bpe_vocab",
+                                  arguments=("bpe_vocab", "tokenizer"))
             _require(isinstance(self.bpe_vocab, int) and not isinstance(self.bpe_vocab, bool)
                      and 2 <= self.bpe_vocab <= MAX_BPE_VOCAB, "bpe_vocab", self.bpe_vocab,
                      f"an integer from 2 (the book's distinct characters + 1 at least) to {MAX_BPE_VOCAB:,}")
@@ -208,7 +209,7 @@ def renamed(cls: type, options: dict[str, Any]) -> dict[str, Any]:
     for old, new in RENAMED.items():
         if old in out and new in names and old not in names:
             if new in out:
-                raise ConfigError(f"{flag(old)} is another name for {flag(new)}: give one of them")
+                raise ConfigError(f"{old} is another name for {new}: give one of them", arguments=(old, new))
             out[new] = out.pop(old)
     return out
 

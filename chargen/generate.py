@@ -119,10 +119,14 @@ class Generator:
 
     # ------------------------------------------------------------ generating
 
-    def stream(self, seed: str = "", length: int = 500, temperature: float = 0.8, top_k: int = 0,
-               top_p: float = 1.0, rng_seed: int | None = None, unknown: str = "error",
-               stop: Sequence[str] = ()) -> Iterator[str]:
+    def stream(self, seed: str = "", length: int | None = None, temperature: float | None = None,
+               top_k: int | None = None, top_p: float | None = None, rng_seed: int | None = None,
+               unknown: str = "error", stop: Sequence[str] = (), *, sample: SampleConfig | None = None
+               ) -> Iterator[str]:
         """Prime with `seed`, then yield the text of each token as it is generated, `length` characters in all.
+
+        The sampling options are a SampleConfig's (length 500, temperature 0.8, top_k 0 = all,
+        top_p 1.0, rng_seed None = random, unless given): one by one, or whole as `sample=`, not both.
 
         With the char tokenizer each piece is one character and there are exactly `length`. With
         BPE a piece is a token's text (" the", "ing", ":\n"), and generation stops with the token
@@ -132,7 +136,8 @@ class Generator:
         which is yielded (chargen.stops). Arguments are checked when it is called, before any
         text is made.
         """
-        cfg = _sample_config(seed, length, temperature, top_k, top_p, rng_seed, unknown)
+        cfg = _sample_config(seed, unknown, sample, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                             rng_seed=rng_seed)
         return self._stream(seed, cfg, unknown, StopStrings(stop))
 
     def _stream(self, seed: str, cfg: SampleConfig, unknown: str, stops: StopStrings) -> Iterator[str]:
@@ -145,10 +150,11 @@ class Generator:
             if stops.hit(piece):
                 return
 
-    def stream_many(self, seed: str = "", num_samples: int = 16, length: int = 500, temperature: float = 0.8,
-                    top_k: int = 0, top_p: float = 1.0, rng_seed: int | None = None,
-                    unknown: str = "error", stop: Sequence[str] = ()) -> Iterator[list[str]]:
-        """`num_samples` independent continuations of one seed, generated together.
+    def stream_many(self, seed: str = "", num_samples: int = 16, length: int | None = None,
+                    temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                    rng_seed: int | None = None, unknown: str = "error", stop: Sequence[str] = (), *,
+                    sample: SampleConfig | None = None) -> Iterator[list[str]]:
+        """`num_samples` independent continuations of one seed, generated together (sampling options as `stream`'s).
 
         Yields one list of `num_samples` pieces of text per step (characters, or token texts with
         BPE; a sample that already has `length` characters, or ended with a `stop` string, gets "" while
@@ -159,8 +165,9 @@ class Generator:
         are checked when it is called.
         """
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-            raise ConfigError(f"--num-samples must be a positive integer, got {num_samples!r}")
-        cfg = _sample_config(seed, length, temperature, top_k, top_p, rng_seed, unknown)
+            raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}", arguments=("num_samples",))
+        cfg = _sample_config(seed, unknown, sample, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                             rng_seed=rng_seed)
         check_sampling_fits(self.config, num_samples, cfg.length)
         stops = [StopStrings(stop) for _ in range(num_samples)]
         return self._stream_many(seed, num_samples, cfg, unknown, stops)
@@ -194,19 +201,20 @@ class Generator:
         if (token_lengths == 1).all():  # one character per token: exactly `length` steps, no counting per step
             live = np.ones(len(logits), bool)
             for _ in range(cfg.length):
-                idx = pick(logits, cfg.temperature, cfg.top_k, cfg.top_p, rng)
+                idx = pick(logits, cfg, rng)
                 logits, state = self.stepper.step(idx, state)
                 yield idx, live, logits, state
             return
         have = np.zeros(len(logits), np.int64)  # characters generated so far, per row
         while (have < cfg.length).any():
             live = have < cfg.length
-            idx = pick(logits, cfg.temperature, cfg.top_k, cfg.top_p, rng)
+            idx = pick(logits, cfg, rng)
             have += np.where(live, token_lengths[idx], 0)
             logits, state = self.stepper.step(idx, state)
             yield idx, live, logits, state
 
-    def generate(self, seed: str = "", length: int = 500, **kwargs) -> str:
+    def generate(self, seed: str = "", length: int | None = None, **kwargs) -> str:
+        """The text `stream` yields, joined (the same arguments)."""
         return "".join(self.stream(seed, length, **kwargs))
 
     def keras_model(self):
@@ -221,16 +229,28 @@ class Generator:
 def check_sampling_fits(cfg: ModelConfig, num_samples: int, length: int) -> None:
     """ConfigError unless `num_samples` rows of `length` characters could fit in the memory available now."""
     memory.check_fits(memory.sampling_bytes(cfg, num_samples, length),
-                      f"generating {num_samples:,} samples of --length {length:,} together", "lower --num-samples")
+                      f"generating {num_samples:,} samples of length {length:,} together", "lower num_samples",
+                      ("num_samples", "length"))
 
 
-def _sample_config(seed: object, length: int, temperature: float, top_k: int, top_p: float, rng_seed: int | None,
-                   unknown: str) -> SampleConfig:
-    """The checked sampling options (TypeError for a seed that is not text, ConfigError for a bad option)."""
+def _sample_config(seed: object, unknown: str, sample: object, **options: object) -> SampleConfig:
+    """The checked sampling options: `sample` whole, or a SampleConfig of the `options` given (not None).
+
+    TypeError for a seed that is not text, a `sample` that is not a SampleConfig or one given with
+    separate options; ConfigError for a bad option.
+    """
     if not isinstance(seed, str):
         raise TypeError(f"seed must be a str (\"\" for none), got {type(seed).__name__}")
     check_unknown(unknown)
-    return SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
+    given = {k: v for k, v in options.items() if v is not None}
+    if sample is None:
+        return SampleConfig(**given).validate()
+    if not isinstance(sample, SampleConfig):
+        raise TypeError(f"sample must be a chargen.SampleConfig, got {type(sample).__name__}")
+    if given:
+        raise TypeError(f"give the sampling options whole (sample=) or one by one, not both: {', '.join(given)} "
+                        "given with sample")
+    return sample.validate()
 
 
 def load(checkpoint: str | os.PathLike[str] | None = None, which: str = "best",

@@ -49,11 +49,13 @@ def sampling_bytes(cfg: ModelConfig, rows: int, length: int) -> int:
     return 2 * FLOAT * weight_count(cfg) + rows * per_row
 
 
-def check_fits(need: int, what: str, fix: str) -> None:
-    """ConfigError "... needs at least X of memory and Y is available; FIX" when `need` is more than is available."""
+def check_fits(need: int, what: str, fix: str, arguments: tuple[str, ...] = ()) -> None:
+    """ConfigError "... needs at least X of memory and Y is available; FIX" when `need` is more than is available
+    (`arguments`: those that `what` and `fix` name, as ChargenError.arguments)."""
     have = available_bytes()
     if have is not None and need > have:
-        raise ConfigError(f"{what} needs at least {size_text(need)} of memory, and {size_text(have)} is available; {fix}")
+        raise ConfigError(f"{what} needs at least {size_text(need)} of memory, and {size_text(have)} is available; {fix}",
+                          arguments=arguments)
 
 
 def available_bytes() -> int | None:

@@ -36,10 +36,10 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def generation_precision(precision: object) -> str:
-    """'fp32' or 'int8', else ConfigError naming --precision."""
+    """'fp32' or 'int8', else ConfigError naming precision."""
     if precision not in GENERATION:
-        raise ConfigError(f"--precision must be one of {', '.join(GENERATION)} for sampling and evaluation, "
-                          f"got {precision!r}")
+        raise ConfigError(f"precision must be one of {', '.join(GENERATION)} for sampling and evaluation, "
+                          f"got {precision!r}", arguments=("precision",))
     return str(precision)
 
 
@@ -56,9 +56,9 @@ def training_precision(tcfg: TrainConfig, units: Sequence[int], kernel: str, gpu
     """(fp32 or bf16, why) for a new run with this training kernel ("fast" or "keras"); ConfigError for bf16 with keras."""
     if tcfg.precision == "bf16":
         if kernel != "fast":
-            how = "--kernel auto chose it because a GPU is visible" if tcfg.kernel == "auto" else "--kernel keras"
-            raise ConfigError(f"--precision bf16 needs --kernel fast ({how}): the stock Keras layer would carry its "
-                              "state in bfloat16; add --kernel fast or use --precision fp32")
+            how = "kernel 'auto' chose it because a GPU is visible" if tcfg.kernel == "auto" else "kernel 'keras'"
+            raise ConfigError(f"precision 'bf16' needs kernel 'fast' ({how}): the stock Keras layer would carry its "
+                              "state in bfloat16; set kernel 'fast' or precision 'fp32'", arguments=("precision", "kernel"))
         return "bf16", "asked for"
     if tcfg.precision == "fp32":
         return "fp32", "asked for"

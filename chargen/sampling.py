@@ -1,23 +1,33 @@
 """Choosing the next token from the logits: greedy, or sampled with temperature, top-k and top-p.
 
-(The numpy step that computes the logits is chargen.net.numpy_engine.)
+`pick` takes the SampleConfig as it is (the knobs travel together, from the command line or a
+request down to here) and reads what picking needs of it. The numpy step that computes the
+logits is chargen.net.numpy_engine.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from chargen.config import SampleConfig
 
 # Below this temperature a float32 logit gap divided by it can overflow float64 (2 * 3.4e38 / 1.8e308).
 _MAY_OVERFLOW = 2 * float(np.finfo(np.float32).max) / float(np.finfo(np.float64).max)
 
 
-def pick(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> np.ndarray:
-    """One character id per row of logits (R, V): greedy at temperature 0, else sampled.
+def pick(logits: np.ndarray, sample: "SampleConfig", rng: np.random.Generator) -> np.ndarray:
+    """One token id per row of logits (R, V), as `sample` (a validated SampleConfig) says: greedy at
+    temperature 0, else sampled at its temperature among its top_k / top_p (its length and rng_seed are
+    the caller's: `rng` draws).
 
     The largest logit is subtracted before dividing by the temperature, so any positive
     temperature works: as it nears 0 the others' weights underflow to 0 and the pick becomes
     greedy (dividing first made 1e-320 overflow to Inf - Inf = NaN).
     """
+    temperature, top_k, top_p = sample.temperature, sample.top_k, sample.top_p
     if temperature == 0:
         return np.argmax(logits, axis=-1)
     if temperature < _MAY_OVERFLOW:  # (l - max) / T can reach -Inf: the right weight (0), without the warning

@@ -27,7 +27,7 @@ from chargen import checkpoint as ckpt
 from chargen import finetune, memory
 from chargen.budget import DEFAULT_EPOCHS
 from chargen.checkpoint import check_name, default_name
-from chargen.config import ModelConfig, TrainConfig, flag, renamed
+from chargen.config import ModelConfig, TrainConfig, renamed
 from chargen.corpus import check_source, read_text
 from chargen.distributed import Engine, worker_run_dir
 from chargen.errors import (CheckpointError, ConfigError, CorpusError, TrainingDiverged,  # noqa: F401 (re-exported)
@@ -262,9 +262,9 @@ def _resume_configs(snap: ckpt.Snapshot, m_opts: dict, t_opts: dict) -> tuple[Mo
             if key == "precision" and value == "auto":  # auto chose when the run started; it keeps that
                 continue
             if key not in CHANGEABLE_ON_RESUME and value is not None and getattr(cfg, key) != value:
-                raise ConfigError(f"{flag(key)} {value!r} differs from the checkpoint's {getattr(cfg, key)!r}; "
-                                  "a resumed run keeps its settings (only --epochs, --steps, --minutes, "
-                                  "--save-every and --distribute may change)")
+                raise ConfigError(f"{key} {value!r} differs from the checkpoint's {getattr(cfg, key)!r}; "
+                                  f"a resumed run keeps its settings (only {', '.join(CHANGEABLE_ON_RESUME)} may "
+                                  "change)", arguments=(key, *CHANGEABLE_ON_RESUME))
     tcfg = snap.train
     changes = {key: t_opts[key] for key in CHANGEABLE_ON_RESUME if t_opts.get(key) is not None}
     if any(key in changes for key in BUDGETS):  # a new budget replaces the old one

@@ -55,9 +55,10 @@ def check_log_options(log_every: Any, log_format: Any) -> None:
     """ConfigError for a bad `log_every` (seconds >= 0; 0 = a line after every step) or `log_format`."""
     if not (isinstance(log_every, (int, float)) and not isinstance(log_every, bool) and math.isfinite(log_every)
             and log_every >= 0):
-        raise ConfigError(f"--log-every must be a number of seconds >= 0 (0: a line after every step), got {log_every!r}")
+        raise ConfigError(f"log_every must be a number of seconds >= 0 (0: a line after every step), got {log_every!r}",
+                          arguments=("log_every",))
     if log_format not in FORMATS:
-        raise ConfigError(f"--log-format must be one of {', '.join(FORMATS)}, got {log_format!r}")
+        raise ConfigError(f"log_format must be one of {', '.join(FORMATS)}, got {log_format!r}", arguments=("log_format",))
 
 
 class TrainLog:

@@ -273,7 +273,7 @@ def test_multiworker_needs_tf_config(tmp_path, small_text, monkeypatch, capsys):
         with pytest.raises(ConfigError, match="is not a cluster description"):
             distributed.tf_config_task()
     assert not (tmp_path / "ck").exists()
-    with pytest.raises(ConfigError, match="--distribute must be one of none, mirrored, multiworker, got 'gpu'"):
+    with pytest.raises(ConfigError, match="^distribute must be one of none, mirrored, multiworker, got 'gpu'"):
         chargen.train(book, root=tmp_path / "ck", distribute="gpu", progress=False, **TINY)
 
 

@@ -121,7 +121,7 @@ def test_paths_and_texts(trained_run, small_text, tmp_path):
     assert from_path == from_str == from_text
     with pytest.raises(chargen.CorpusError, match="no such file"):
         score(str(tmp_path / "mistyped.txt"), trained_run)
-    with pytest.raises(chargen.ConfigError, match="--seq-len must be a positive integer, got 0"):
+    with pytest.raises(chargen.ConfigError, match="^seq_len must be a positive integer, got 0"):
         score(book, trained_run, seq_len=0)
 
 

@@ -5,6 +5,7 @@ import chargen
 from cells import CELLS
 from chargen.errors import ConfigError, StateError, VocabularyError
 from chargen.net.model import build_model, reset_state
+from chargen.config import SampleConfig
 from chargen.sampling import pick
 
 
@@ -98,12 +99,12 @@ def test_bad_sampling_options(gen):
 def test_pick_respects_top_k_and_top_p():
     rng = np.random.default_rng(0)
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
-    assert pick(logits, 0, 0, 1.0, rng)[0] == 0
-    seen_k = {int(pick(logits, 1.0, 2, 1.0, rng)[0]) for _ in range(300)}
+    assert pick(logits, SampleConfig(temperature=0), rng)[0] == 0
+    seen_k = {int(pick(logits, SampleConfig(temperature=1.0, top_k=2), rng)[0]) for _ in range(300)}
     assert seen_k == {0, 1}
-    seen_p = {int(pick(logits, 1.0, 0, 0.75, rng)[0]) for _ in range(300)}
+    seen_p = {int(pick(logits, SampleConfig(temperature=1.0, top_p=0.75), rng)[0]) for _ in range(300)}
     assert seen_p == {0, 1}  # 0.5 alone is short of 0.75; 0.5 + 0.3 reaches it
-    seen_all = {int(pick(logits, 1.0, 0, 1.0, rng)[0]) for _ in range(2000)}
+    seen_all = {int(pick(logits, SampleConfig(temperature=1.0), rng)[0]) for _ in range(2000)}
     assert seen_all == {0, 1, 2, 3}
 
 
@@ -111,15 +112,16 @@ def test_pick_respects_top_k_and_top_p():
 def test_one_row_pick_is_the_rows_pick_and_follows_the_distribution(temperature):
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05, 1e-30]]))
     a, b = np.random.default_rng(4), np.random.default_rng(4)
-    one = [int(pick(logits, temperature, 0, 1.0, a)[0]) for _ in range(4000)]  # the one-row path
-    rows = [int(pick(np.repeat(logits, 2, 0), temperature, 0, 1.0, b)[0]) for _ in range(4000)]  # the rows' path
+    options = SampleConfig(temperature=temperature)
+    one = [int(pick(logits, options, a)[0]) for _ in range(4000)]  # the one-row path
+    rows = [int(pick(np.repeat(logits, 2, 0), options, b)[0]) for _ in range(4000)]  # the rows' path
     p = np.exp(logits[0] / temperature) / np.exp(logits[0] / temperature).sum()
     for picks in (one, rows):
         freq = np.bincount(picks, minlength=5) / len(picks)
         np.testing.assert_allclose(freq, p, atol=0.03)
     c, d = np.random.default_rng(9), np.random.default_rng(9)
     for _ in range(2000):  # same draw -> same character as the general formula: count of cumulative mass below u
-        got = pick(logits, temperature, 0, 1.0, c)
+        got = pick(logits, SampleConfig(temperature=temperature), c)
         cum = np.cumsum(np.exp(logits[0] / temperature - (logits[0] / temperature).max()))
         assert got.shape == (1,) and got[0] == min(int((cum < d.random() * cum[-1]).sum()), 4)
 
@@ -139,7 +141,7 @@ def test_stream_many_rows_are_independent_samples_of_the_same_seed(gen):
     greedy = list(gen.stream_many("the ", 3, 25, temperature=0))
     assert all(len(set(s)) == 1 for s in greedy)
     assert "".join(s[0] for s in greedy) == gen.generate("the ", 25, temperature=0)
-    with pytest.raises(ConfigError, match="--num-samples"):
+    with pytest.raises(ConfigError, match="num_samples must be a positive integer"):
         next(gen.stream_many("the ", 0, 5))
 
 
@@ -149,5 +151,5 @@ def test_stream_many_rows_are_independent_samples_of_the_same_seed(gen):
     lambda root: chargen.evaluate("some text to score", root=root, which="newest"),
 ])
 def test_which_must_be_best_or_last_before_anything_is_read(tmp_path, call):
-    with pytest.raises(ConfigError, match="--which must be 'best' or 'last', got 'newest'"):
+    with pytest.raises(ConfigError, match="^which must be 'best' or 'last', got 'newest'"):
         call(tmp_path / "no-such-root")

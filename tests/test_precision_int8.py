@@ -112,7 +112,7 @@ def test_generator_int8_streams_reproducibly_and_fp32_stays_the_default(trained_
     # greedy text agrees with fp32's for a while on this small model
     int8.reset()
     assert int8.generate("the ", 20, temperature=0)[:5] == fp32.generate("the ", 20, temperature=0)[:5]
-    with pytest.raises(ConfigError, match="--precision must be one of fp32, int8"):
+    with pytest.raises(ConfigError, match="^precision must be one of fp32, int8"):
         chargen.load(trained_run.run_dir, precision="int4")
 
 
@@ -123,7 +123,7 @@ def test_evaluate_int8_is_close_to_fp32(trained_run, small_text, cache):
     assert (fp32.precision, int8.precision) == ("fp32", "int8")
     assert (int8.rows, int8.characters, int8.tokens) == (fp32.rows, fp32.characters, fp32.tokens)
     assert 0 < abs(int8.bits_per_char - fp32.bits_per_char) < 0.02
-    with pytest.raises(ConfigError, match="--precision"):
+    with pytest.raises(ConfigError, match="^precision must be one of fp32, int8"):
         chargen.evaluate(text, trained_run.run_dir, precision="bf16")
 
 

@@ -66,8 +66,8 @@ def test_each_row_picks_with_its_own_generator_as_a_single_stream_would():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 40)).astype(np.float32) * 3
     for options in [(0.8, 0, 1.0), (1.3, 5, 1.0), (0.7, 0, 0.9), (0.0, 0, 1.0)]:
-        rows = pick(logits, *options, RowRandoms([np.random.default_rng(s) for s in range(6)]))
-        alone = [pick(logits[i:i + 1], *options, np.random.default_rng(i))[0] for i in range(6)]
+        rows = pick(logits, SampleConfig(0, *options), RowRandoms([np.random.default_rng(s) for s in range(6)]))
+        alone = [pick(logits[i:i + 1], SampleConfig(0, *options), np.random.default_rng(i))[0] for i in range(6)]
         assert rows.tolist() == alone
 
 

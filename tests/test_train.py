@@ -72,7 +72,7 @@ def test_existing_run_is_not_overwritten_without_asking(trained_run, small_text)
     book = run.parent.parent / "book.txt"
     with pytest.raises(CheckpointError, match="--resume"):
         chargen.train(book, root=run.parent, progress=False, epochs=1, **TINY)
-    with pytest.raises(ConfigError, match="only --epochs"):
+    with pytest.raises(ConfigError, match="only epochs, steps, minutes"):
         chargen.train(book, root=run.parent, progress=False, resume=True, epochs=3, units=(8,))
 
 

@@ -7,6 +7,7 @@ import pytest
 import chargen
 from browser import browser_errors, screenshot, static_server, wait_for
 from cells import CELLS
+from chargen.config import SampleConfig
 from chargen.net.numpy_engine import NumpyEngine
 from chargen.sampling import pick
 from conftest import TINY
@@ -211,7 +212,8 @@ def test_sampling_draws_from_the_distribution_pick_draws_from(browser, site):
         want = np.where(np.isin(np.arange(len(want)), keep), want, 0.0)
         np.testing.assert_allclose(p, want / want.sum(), atol=1e-12, err_msg=f"{(temperature, top_k, top_p)}")
         # chargen.sampling.pick's own draws, and the browser's, land where p says (5 standard errors)
-        ours = np.bincount(pick(np.tile(logits, (draws, 1)), temperature, top_k, top_p, rng), minlength=len(p)) / draws
+        options = SampleConfig(0, temperature, top_k, top_p)
+        ours = np.bincount(pick(np.tile(logits, (draws, 1)), options, rng), minlength=len(p)) / draws
         theirs = np.array(run["counts"]) / draws
         tolerance = 5 * np.sqrt(p * (1 - p) / draws) + 1e-12
         assert (np.abs(ours - p) <= tolerance).all() and (np.abs(theirs - p) <= tolerance).all(), (ours, theirs, p)

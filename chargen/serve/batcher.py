@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from chargen.config import SampleConfig
 from chargen.sampling import pick
 from chargen.serve.jobs import Job
 from chargen.serve.sessions import Session, Sessions
@@ -150,12 +151,11 @@ class Batcher:
         n, size = len(self.jobs), self.block_rows
         blocks = -(-n // size)
         ids = np.zeros(blocks * size, np.int64)  # padding rows read id 0; their results are never used
-        groups: dict[tuple, list[int]] = {}
+        groups: dict[SampleConfig, list[int]] = {}
         for i, job in enumerate(self.jobs):
             groups.setdefault(job.options, []).append(i)
-        for (temperature, top_k, top_p), rows in groups.items():
-            draws = RowRandoms([self.jobs[i].rng for i in rows])
-            ids[rows] = pick(self.logits[rows], temperature, top_k, top_p, draws)
+        for options, rows in groups.items():
+            ids[rows] = pick(self.logits[rows], options, RowRandoms([self.jobs[i].rng for i in rows]))
         for b in range(blocks):
             rows = slice(b * size, (b + 1) * size)
             logits, state = self.engine.step(ids[rows], [tuple(a[rows] for a in arrays) for arrays in self.state])
