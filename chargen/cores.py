@@ -1,20 +1,18 @@
 """Which cores the per-character step runs on: one, or two when two are ours and it is faster now.
 
-Measured here at 2x512 (2 cores, OpenBLAS, `benchmarks/sample_speed.py`):
-- One row (one stream) is a few matrix-vector products that read ~12 MB of weights per step.
-  OpenBLAS's own two threads halve them (12 MB of products: 270 -> 137 µs). Our own threads
-  cannot: splitting a layer's units between two Python threads needs a hand-over per layer, and
-  that cost ate the gain (321 vs 315 µs per step).
+- One row (one stream) is a few matrix-vector products that read every weight once per step.
+  OpenBLAS's own two threads split them by output columns; our own threads cannot do that
+  split well (a hand-over per layer costs what the second core gains).
 - Several rows (samples) are compute-bound products; the step cuts each layer into two halves
-  of its units (see `NumpyEngine.step`) and runs them on two threads with one BLAS thread each:
-  16 rows 2,300 -> 1,345 µs per step, and the gate arithmetic is split too.
+  of its units (see `NumpyEngine.step`) and runs them on two threads with one BLAS thread each,
+  the gate arithmetic split too.
+(The measurements behind both: docs/benchmarks.md, "How generation uses the two cores".)
 
 Why not just leave OpenBLAS on two threads: its workers spin while they wait, and when another
-process keeps the other core busy a one-row step on two threads averaged ~900 µs (stalls of
-10 ms and more) against ~400 µs on one (an earlier session saw ~80 characters/s). So each
-Stepper times its steps and, every PERIOD steps, tries the other choice for TRIAL steps, keeping
-whichever was faster on average: a busy machine falls back to one core within a couple of
-thousand steps, a quiet one stays on two.
+process keeps the other core busy a one-row step on two threads is slower than on one, with
+stalls of 10 ms and more (docs/benchmarks.md). So each Stepper times its steps and, every PERIOD
+steps, tries the other choice for TRIAL steps, keeping whichever was faster on average: a busy
+machine falls back to one core within a couple of thousand steps, a quiet one stays on two.
 
 Either choice gives the same bits, so switching never changes the text a seed gives: halves run
 in turn or side by side are the same products, and for one row two OpenBLAS threads split the
