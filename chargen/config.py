@@ -246,6 +246,9 @@ class ServeConfig:
     block_rows: int = _opt(32, "rows stepped in one product; every block has this many (padded), so a row's "
                                "arithmetic, and a seeded text, never depend on the other clients")
     flush_ms: int = _opt(20, "a stream sends what it has at most this often, in milliseconds (its first piece at once)")
+    precision: str = _opt("fp32", "fp32 (the exact engine) or int8 (int8 weights run by LiteRT: several times "
+                                  "faster, close but not equal; converted once per snapshot and cached)",
+                          choices=("fp32", "int8"))
 
     def validate(self) -> "ServeConfig":
         _require(isinstance(self.host, str) and self.host.strip() != "", "host", self.host, "an address such as 127.0.0.1")
@@ -255,4 +258,5 @@ class ServeConfig:
             positive_int(name, getattr(self, name))
         _require(isinstance(self.flush_ms, int) and not isinstance(self.flush_ms, bool) and 0 <= self.flush_ms <= 10000,
                  "flush_ms", self.flush_ms, "an integer in [0, 10000]")
+        _check_choices(self)
         return self
