@@ -49,9 +49,10 @@ class ModelConfig:
 
     vocab_size: int = _opt(0, "number of distinct tokens (set from the corpus)", cli=False)
     embed: int = _opt(64, "embedding size")
-    # 2x448 from benchmarks/shakespeare.py: 3 epochs of tinyshakespeare in ~7.5-8.5 min on 2 cores (1.488 nats);
-    # 2x512 reached 1.464 but needed 9.7-11 min, over the 10-minute budget when the machine is slower.
-    units: tuple[int, ...] = _opt((448, 448), "LSTM units per layer, e.g. 512,256 (or one number with --layers)")
+    # 2x512 from benchmarks/shakespeare.py (docs/benchmarks.md): with bf16 products (--precision auto on this
+    # CPU) it trains ~2-3x faster than fp32, so 10 minutes on 2 cores hold ~4.5 epochs: 1.440 nats after 2,200
+    # steps, where 2x448 in fp32 reached 1.488 after its 3 epochs.
+    units: tuple[int, ...] = _opt((512, 512), "LSTM units per layer, e.g. 512,256 (or one number with --layers)")
     dropout: float = _opt(0.0, "dropout after each LSTM layer, in [0, 1)")
 
     def validate(self) -> "ModelConfig":
