@@ -1,6 +1,6 @@
 """Does the training log cost speed? The same short run with and without log lines, interleaved.
 
-    python benchmarks/log_overhead.py                        # chargen's default model (448,448)
+    python benchmarks/log_overhead.py                        # a 2x448 model (as in docs/training.md)
     python benchmarks/log_overhead.py --units 64 --rounds 5  # a small model, where a per-step cost shows most
 
 Each round trains the same steps of tinyshakespeare (same seed, same model) once per mode, in turn:

@@ -1,7 +1,7 @@
 """Load on `chargen serve` over real HTTP on localhost: many streaming clients at once, and the same without batching.
 
-    nice -n 10 python benchmarks/serve_load.py                   # 2x512, 1/8/32/64 clients, 15 s each
-    nice -n 10 python benchmarks/serve_load.py --clients 32 --seconds 30 --block-rows 32
+    nice -n 10 python benchmarks/serve_load.py                   # 2x512, 1/8/32/64 clients, 15 s each, fp32 and int8
+    nice -n 10 python benchmarks/serve_load.py --clients 32 --seconds 30 --block-rows 32 --precision int8
 
 Writes a 2x512 checkpoint with random weights to a temporary folder (speed does not depend on
 training), starts `chargen serve` on it as a separate process, and runs N asyncio clients (httpx)
@@ -9,7 +9,8 @@ in this process, each sending streaming requests of --length characters back to 
 --seconds (the clients arrive spread over the first --ramp second). Prints per level: total
 chars/s, chars/s per client, time to first character p50/p99 (from sending the request to the
 first text event), errors, and from the server's own counters the steps per second and rows per
-step. Then 32 clients served one request at a time by a server
+step; all of it once per --precision (the server's engine: fp32 numpy, int8 LiteRT). Then 32 clients
+served one request at a time by an fp32 server
 stepping one row per product (--block-rows 1: the one-row path of `chargen sample`), no
 batching, and the ratio. The clients share the server's 2 cores, so their cost is in the figures.
 """
@@ -32,7 +33,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+SHAKESPEARE = ROOT / "corpora" / "tinyshakespeare.txt"
 SEEDS = ["ROMEO:", "JULIET:\nO ", "First Citizen:\n", "", "KING HENRY:\nNow ", "The "]
 
 
@@ -158,16 +159,16 @@ def show(r: dict, label: str = "") -> None:
           f"{r['steps_per_s']:>7,.0f}  {r['rows_per_step']:>5.1f}", flush=True)
 
 
-def engine_alone(run: Path, rows: int, block_rows: int, seconds: float = 3.0) -> float:
+def engine_alone(run: Path, rows: int, block_rows: int, precision: str, seconds: float = 3.0) -> float:
     """Characters per second of the server's engine stepping `rows` rows in this process, no HTTP: what the
     figures above would be if serving cost nothing (measured in the same run, so the ratio holds on a busy host)."""
     import numpy as np
 
-    from chargen.cores import Stepper
     from chargen.generate import load as load_generator
+    from chargen.serve.service import engines
 
-    gen = load_generator(run)
-    engine = Stepper(gen.stepper.engine)
+    gen = load_generator(run, precision=precision)
+    engine = engines(gen)[0]
     blocks = -(-rows // block_rows)
     state = gen.zero_state(block_rows)
     ids = np.zeros(block_rows, np.int64)
@@ -190,6 +191,7 @@ def main() -> None:
     ap.add_argument("--flush-ms", type=int, default=None, help="the server's --flush-ms (default: its default)")
     ap.add_argument("--ramp", type=float, default=1.0, help="seconds over which the clients of a level arrive")
     ap.add_argument("--baseline-clients", type=int, default=32, help="clients served one at a time, no batching")
+    ap.add_argument("--precision", default="fp32,int8", help="the server's engines to load in turn, comma-separated")
     ap.add_argument("--long-seed", type=int, default=8000,
                     help="then the baseline clients again, beside one client sending seeds this long (0: skip)")
     args = ap.parse_args()
@@ -202,23 +204,12 @@ def main() -> None:
               f"{args.seconds:.0f} s a level, {time.strftime('%Y-%m-%d %H:%M')}")
         print(f"{'':>22}  {'chars/s':>9}  {'per client':>10}  {'TTFC p50':>8}  {'p99 (ms)':>8}  {'requests':>8}  "
               f"{'errors':>6}  {'steps/s':>7}  {'rows':>5}")
-        batched = {}
         flush = [] if args.flush_ms is None else ["--flush-ms", str(args.flush_ms)]
-        server = Server(run, "--block-rows", str(args.block_rows), "--max-concurrent", str(max(levels) + 1),
-                        "--max-length", str(args.length), *flush)
-        try:
-            for n in levels:
-                batched[n] = asyncio.run(load(server.url, n, args.seconds, args.length, args.ramp))
-                show(batched[n])
-            if args.long_seed:
-                n = args.baseline_clients
-                seed = (SHAKESPEARE.read_text(encoding="utf-8") if SHAKESPEARE.exists() else "ROMEO: " * 2000)[:args.long_seed]
-                r = asyncio.run(load(server.url, n, args.seconds, args.length, args.ramp, long_seed=seed))
-                show(r, f"{n} + {args.long_seed:,}-char seeds")
-                print(f"{'':>22}  (the long-seed requests: time to first character {r['long_seed_ttfc_ms'] or 0:,.0f} ms "
-                      f"median, {r['long_seed_errors']} errors)")
-        finally:
-            server.stop()
+        os.environ["CHARGEN_CACHE"] = str(Path(tmp) / "cache")  # the int8 conversion, for the servers and this process
+        batched: dict[str, dict] = {}
+        for precision in args.precision.split(","):
+            print(f"--precision {precision}")
+            batched[precision] = levels_at(run, args, levels, precision, flush)
         server = Server(run, "--block-rows", "1", "--max-concurrent", str(args.baseline_clients),
                         "--max-length", str(args.length), *flush)
         try:
@@ -228,13 +219,34 @@ def main() -> None:
         finally:
             server.stop()
         n = args.baseline_clients
-        alone = engine_alone(run, n, args.block_rows)
-        print(f"the engine alone (no HTTP, no clients, this process), {n} rows: {alone:,.0f} chars/s")
-        if n in batched:
-            print(f"batching, {n} clients: {batched[n]['chars_per_s'] / base['chars_per_s']:.1f}x the total chars/s of "
-                  f"serving them one at a time (p99 time to first character {batched[n]['ttfc_p99_ms']:.0f} ms vs "
-                  f"{base['ttfc_p99_ms']:.0f} ms)")
+        for precision, results in batched.items():
+            alone = engine_alone(run, n, args.block_rows, precision)
+            print(f"{precision}: the engine alone (no HTTP, no clients, this process), {n} rows: {alone:,.0f} chars/s")
+            if n in results:
+                print(f"{precision}: batching, {n} clients: {results[n]['chars_per_s'] / base['chars_per_s']:.1f}x the "
+                      f"total chars/s of serving them one at a time in fp32 (p99 time to first character "
+                      f"{results[n]['ttfc_p99_ms']:.0f} ms vs {base['ttfc_p99_ms']:.0f} ms)")
 
+
+def levels_at(run: Path, args: argparse.Namespace, levels: list[int], precision: str, flush: list[str]) -> dict:
+    """Every level of clients against one server at `precision`, then the long-seed level; the results by clients."""
+    batched = {}
+    server = Server(run, "--block-rows", str(args.block_rows), "--max-concurrent", str(max(levels) + 1),
+                    "--max-length", str(args.length), "--precision", precision, *flush)
+    try:
+        for n in levels:
+            batched[n] = asyncio.run(load(server.url, n, args.seconds, args.length, args.ramp))
+            show(batched[n])
+        if args.long_seed:
+            n = args.baseline_clients
+            seed = (SHAKESPEARE.read_text(encoding="utf-8") if SHAKESPEARE.exists() else "ROMEO: " * 2000)[:args.long_seed]
+            r = asyncio.run(load(server.url, n, args.seconds, args.length, args.ramp, long_seed=seed))
+            show(r, f"{n} + {args.long_seed:,}-char seeds")
+            print(f"{'':>22}  (the long-seed requests: time to first character {r['long_seed_ttfc_ms'] or 0:,.0f} ms "
+                  f"median, {r['long_seed_errors']} errors)")
+    finally:
+        server.stop()
+    return batched
 
 if __name__ == "__main__":
     main()

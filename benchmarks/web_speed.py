@@ -1,6 +1,6 @@
 """Generation speed of a web export in headless Chromium, against chargen's numpy engine in the same run.
 
-    python benchmarks/web_speed.py                       # 2x448 (chargen's default) and 2x512
+    python benchmarks/web_speed.py                       # 2x448 and 2x512 (chargen's default)
     python benchmarks/web_speed.py --units 128,128 --length 2000
 
 Writes a web export of random weights (speed does not depend on training; tinyshakespeare's

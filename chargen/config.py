@@ -51,9 +51,10 @@ class ModelConfig:
 
     vocab_size: int = _opt(0, "number of distinct tokens (set from the corpus)", cli=False)
     embed: int = _opt(64, "embedding size")
-    # 2x448 from benchmarks/shakespeare.py: 3 epochs of tinyshakespeare in ~7.5-8.5 min on 2 cores (1.488 nats);
-    # 2x512 reached 1.464 but needed 9.7-11 min, over the 10-minute budget when the machine is slower.
-    units: tuple[int, ...] = _opt((448, 448), "units per recurrent layer, e.g. 512,256 (or one number with --layers)")
+    # 2x512 from benchmarks/shakespeare.py (docs/benchmarks.md): with bf16 products (--precision auto on this
+    # CPU) it trains ~2-3x faster than fp32, so 10 minutes on 2 cores hold ~4.5 epochs: 1.440 nats after 2,200
+    # steps, where 2x448 in fp32 reached 1.488 after its 3 epochs.
+    units: tuple[int, ...] = _opt((512, 512), "units per recurrent layer, e.g. 512,256 (or one number with --layers)")
     dropout: float = _opt(0.0, "dropout after each recurrent layer, in [0, 1)")
     # A config.json written before cells were a choice has no "cell": it means lstm, the default.
     cell: str = _opt("lstm", "the recurrent cell: lstm (Keras's LSTM) or gru (Keras's GRU, reset_after=True: "
@@ -273,6 +274,9 @@ class ServeConfig:
     block_rows: int = _opt(32, "rows stepped in one product; every block has this many (padded), so a row's "
                                "arithmetic, and a seeded text, never depend on the other clients")
     flush_ms: int = _opt(20, "a stream sends what it has at most this often, in milliseconds (its first piece at once)")
+    precision: str = _opt("fp32", "fp32 (the exact engine) or int8 (int8 weights run by LiteRT: several times "
+                                  "faster, close but not equal; converted once per snapshot and cached)",
+                          choices=("fp32", "int8"))
 
     def validate(self) -> "ServeConfig":
         _require(isinstance(self.host, str) and self.host.strip() != "", "host", self.host, "an address such as 127.0.0.1")
@@ -282,4 +286,5 @@ class ServeConfig:
             positive_int(name, getattr(self, name))
         _require(isinstance(self.flush_ms, int) and not isinstance(self.flush_ms, bool) and 0 <= self.flush_ms <= 10000,
                  "flush_ms", self.flush_ms, "an integer in [0, 10000]")
+        _check_choices(self)
         return self

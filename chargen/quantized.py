@@ -114,6 +114,11 @@ class Int8Engine:
             _save(path, engine.model)
         return engine
 
+    def copy(self, threads: int | None = None) -> "Int8Engine":
+        """The same model with interpreters of its own (an interpreter serves one thread at a time)."""
+        return Int8Engine(self.model, self.cell.name, self.units, (self.dense_kernel, self.dense_bias),
+                          threads or self.threads)
+
     def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """ids (R,) -> (logits (R, V), new state). Pure: the given state is not modified."""
         ids = np.asarray(ids, np.int32).reshape(-1)

@@ -165,8 +165,9 @@ def start_background(spec: str, work: Path) -> subprocess.Popen:
     import urllib.request
 
     command, url = spec.split("\n")
-    proc = subprocess.Popen(["bash", "-c", command], cwd=work, env=_env(work), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    log = open(work / ".background.log", "w+b")  # noqa: SIM115 (read back if it fails; the temp folder goes)
+    proc = subprocess.Popen(["bash", "-c", command], cwd=work, env=_env(work), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     deadline = time.monotonic() + TIMEOUT
     while True:
         try:
@@ -175,7 +176,9 @@ def start_background(spec: str, work: Path) -> subprocess.Popen:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 stop_background(proc)
-                raise RuntimeError(f"{command!r} did not answer at {url}") from None
+                log.seek(0)
+                said = log.read().decode(errors="replace").strip()[-2000:]
+                raise RuntimeError(f"{command!r} did not answer at {url}; it said:\n{said}") from None
             time.sleep(0.2)
 
 
@@ -185,8 +188,11 @@ def stop_background(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+    except ProcessLookupError:  # already gone
+        pass
+    except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def run_file(path: Path) -> list[tuple[Block, str]]:

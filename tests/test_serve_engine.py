@@ -15,6 +15,7 @@ from chargen.serve.batcher import Batcher, RowRandoms
 from chargen.serve.jobs import Job
 from chargen.serve.priming import CHUNK, Primer
 from chargen.serve.requests import GenerateRequest
+from chargen.serve.service import engines
 from chargen.serve.sessions import Session, Sessions
 
 
@@ -27,16 +28,24 @@ def gen(trained_run):
     return chargen.load(trained_run.run_dir, which="last")
 
 
-@pytest.fixture(scope="module")
-def wide(gen):
+@pytest.fixture(scope="module", params=["fp32", "int8"])
+def wide(gen, request, tmp_path_factory, monkeypatch_module):
     """A 2x256 model with random weights: wide enough that OpenBLAS blocks a product by its row count
-    (a row's bits then differ between 2 and 4 rows), which the tiny model's products never do."""
+    (a row's bits then differ between 2 and 4 rows), which the tiny model's products never do; on the
+    exact engine and on the int8 one (`chargen serve --precision int8`)."""
     from chargen.config import ModelConfig
     from chargen.generate import Generator
     from chargen.net.model import build_model
 
+    monkeypatch_module.setenv("CHARGEN_CACHE", str(tmp_path_factory.mktemp("int8-cache")))
     cfg = ModelConfig(vocab_size=gen.tokenizer.vocab_size, embed=16, units=(256, 256))
-    return Generator(cfg, build_model(cfg, 1).get_weights(), gen.tokenizer)
+    return Generator(cfg, build_model(cfg, 1).get_weights(), gen.tokenizer, precision=request.param)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
 
 
 @pytest.mark.parametrize("units, block, cell", [((24, 16), 4, "lstm"), ((24, 16), 16, "lstm"), ((256, 256), 16, "lstm"),
@@ -83,9 +92,9 @@ class Engine:
 
     def __init__(self, gen, block_rows=4, capacity=12, sessions=None):
         self.sessions = sessions or Sessions(10)
-        self.batcher = Batcher(Stepper(gen.stepper.engine), gen.tokenizer, capacity, block_rows,
-                               self.sessions, notify=lambda jobs: None)
-        self.primer = Primer(Stepper(gen.stepper.engine, cores=1), gen.tokenizer, self.batcher)
+        stepping, priming = engines(gen)  # as chargen serve builds them, at the generator's precision
+        self.batcher = Batcher(stepping, gen.tokenizer, capacity, block_rows, self.sessions, notify=lambda jobs: None)
+        self.primer = Primer(priming, gen.tokenizer, self.batcher)
 
     def run(self, schedule):
         """schedule: {step: [jobs to add before it]}; steps until every job is done."""

@@ -193,3 +193,23 @@ def test_the_playground_page_and_nothing_outside_its_folder(server):
         status = got.split(b" ", 2)[1]
         assert status in (b"404", b"400"), (path, got[:200])
         assert b"[build-system]" not in got and b"import" not in got and b"root:" not in got
+
+
+def test_an_int8_server_serves_the_int8_engines_text(trained_run, tmp_path, monkeypatch):
+    """`--precision int8`: the LiteRT engine steps the rows (and primes the seeds), and a seeded text is the one
+    the same engine gives without HTTP, in blocks of the same size."""
+    monkeypatch.setenv("CHARGEN_CACHE", str(tmp_path))  # the server converts and caches; the local engine reads it
+    s = Server("--checkpoint", trained_run.run_dir, "--which", "last", "--block-rows", BLOCK_ROWS,
+               "--precision", "int8", env={"CHARGEN_CACHE": str(tmp_path)})
+    try:
+        m = s.client.get("/v1/model").json()
+        assert (m["precision"], m["engine"]) == ("int8", "Int8Engine")
+        body = dict(seed="the ", length=200, temperature=1.0, rng_seed=3)
+        answer = _generate(s, **body)
+        streamed = _stream(s, **body)
+        local = _job(**body)
+        Engine(chargen.load(trained_run.run_dir, which="last", precision="int8"), block_rows=BLOCK_ROWS).run({0: [local]})
+        assert answer["text"] == "".join(e["text"] for e in streamed[:-1]) == "".join(local.pieces)
+        assert len(answer["text"]) == 200
+    finally:
+        assert s.stop() == 0, s.stderr

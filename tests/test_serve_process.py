@@ -48,6 +48,7 @@ def test_a_busy_port_is_one_line_and_exit_2(trained_run):
     (["--port", "70000"], "--port must be an integer in [0, 65535]"),
     (["--block-rows", "-2"], "--block-rows must be a positive integer"),
     (["--host", "no such host.invalid"], "--host"),
+    (["--precision", "int4"], "--precision"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(trained_run, flags, needle):
     r = run_cli("serve", "--checkpoint", trained_run.run_dir, *flags)

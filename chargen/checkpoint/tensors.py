@@ -23,7 +23,6 @@ import numpy as np
 
 from chargen.checkpoint.files import unreadable
 from chargen.errors import CheckpointError
-from chargen.paths import file_mode
 
 MAX_HEADER = 1 << 24  # bytes; a chargen header is a few kB (safetensors itself allows 100 MB)
 # safetensors dtype names numpy can hold (little-endian, as the format stores them)
@@ -41,13 +40,16 @@ def write_tensors(path: Path, arrays: Mapping[str, np.ndarray], metadata: Mappin
     """Write named arrays as safetensors with `metadata` (strings) in its header, then fsync.
 
     save_file writes straight to the file (a third of the time of building the bytes first, at 2x512);
-    the fsync then goes through a descriptor of our own.
+    the fsync then goes through a descriptor of our own. save_file can create the file 0600 whatever the
+    umask, so it is given the mode any new file gets (a server or another user reads runs).
     """
     from safetensors.numpy import save_file
 
+    from chargen.paths import file_mode
+
     # np.asarray(order="C"), not np.ascontiguousarray: that makes a 0-d array (the optimizer's iteration) 1-d
     save_file({name: np.asarray(a, order="C") for name, a in arrays.items()}, path, metadata=dict(metadata))
-    os.chmod(path, file_mode())  # save_file creates it 0o600, whatever the umask
+    os.chmod(path, file_mode())
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

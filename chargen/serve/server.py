@@ -76,7 +76,7 @@ def serve(checkpoint: str | None = None, which: str = "best", root: str = "check
         from chargen.serve.app import create_app
         from chargen.serve.service import Service, snapshot_info
 
-        generator = load(checkpoint, which=which, root=root)
+        generator = load(checkpoint, which=which, root=root, precision=cfg.precision)
         service = Service(generator, cfg, snapshot_info(generator.source, which))
         server = _server(uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="on",
                                         timeout_graceful_shutdown=GRACE_S), on_stop=service.close)

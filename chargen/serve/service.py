@@ -23,14 +23,12 @@ class Service:
     def __init__(self, generator, cfg: ServeConfig, info: dict[str, Any] | None = None, engine=None):
         self.cfg, self.generator = cfg, generator
         self.tokenizer = generator.tokenizer
-        numpy_engine = generator.stepper.engine
-        self.engine = engine if engine is not None else Stepper(numpy_engine)  # rows in halves on two cores where it pays
+        stepping, priming = engines(generator)
+        self.engine = engine if engine is not None else stepping
         self.sessions = Sessions(cfg.max_sessions)
         self.batcher = Batcher(self.engine, self.tokenizer, cfg.max_concurrent, cfg.block_rows,
                                self.sessions, self._notify, cfg.flush_ms / 1000)
-        # Priming steps one row on one core: OpenBLAS's thread count is process-wide, and the stepping thread's
-        # products run with one BLAS thread each (two threads of its own, one per half, where two cores pay).
-        self.primer = Primer(Stepper(numpy_engine, cores=1), self.tokenizer, self.batcher)
+        self.primer = Primer(priming, self.tokenizer, self.batcher)
         self.info = info or {}
         self.in_progress = 0
         self.closing = False
@@ -96,10 +94,25 @@ class Service:
         cfg = self.generator.config
         return {**self.info, "cell": cfg.cell, "layers": len(cfg.units), "units": list(cfg.units), "embed": cfg.embed,
                 "vocab_size": cfg.vocab_size, "tokenizer": self.tokenizer.kind, "engine": type(self.engine).__name__,
+                "precision": self.generator.precision,
                 "limits": {"max_length": self.cfg.max_length, "max_concurrent": self.cfg.max_concurrent,
                            "max_body": self.cfg.max_body, "max_sessions": self.cfg.max_sessions},
                 "stats": {**self.batcher.stats(), "in_progress": self.in_progress, "priming": self.primer.waiting,
                           "sessions": len(self.sessions)}}
+
+
+def engines(generator) -> tuple[Any, Any]:
+    """The generator's weights as two engines: one for the stepping thread (all cores), one for priming (one row).
+
+    Each thread gets its own engine, since neither engine may be used by two threads at once. fp32: the numpy
+    engine, in two halves on two cores where it pays; priming on one core, because OpenBLAS's thread count is
+    process-wide and the stepping thread's products run with one BLAS thread each. int8: the LiteRT engine,
+    and a second interpreter of the same model on one thread for priming.
+    """
+    if generator.precision == "int8":
+        return generator.stepper, generator.stepper.copy(threads=1)
+    numpy_engine = generator.stepper.engine
+    return Stepper(numpy_engine), Stepper(numpy_engine, cores=1)
 
 
 def _wake(jobs: list[Job]) -> None:
