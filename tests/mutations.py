@@ -218,12 +218,20 @@ def copy_repo(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
+HUNG = 124  # run_tests' exit code for tests that did not finish in ROW_TIMEOUT seconds
+ROW_TIMEOUT = 300  # a row's tests take 10-120 s; a planted bug that loops forever must not stop the script
+
+
 def run_tests(copy: Path, tests: list[str]) -> tuple[int, list[str], str]:
-    """(pytest's exit code, the failing test ids, the output's tail) for `tests` run in `copy`."""
+    """(pytest's exit code, the failing test ids, the output's tail) for `tests` run in `copy`; HUNG if they ran
+    past ROW_TIMEOUT (pytest is killed)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}  # conftest's to set
     env.update(PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *tests], cwd=copy,
-                       env=env, capture_output=True, text=True)
+    try:
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *tests], cwd=copy,
+                           env=env, capture_output=True, text=True, timeout=ROW_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return HUNG, [], f"the tests ran past {ROW_TIMEOUT} s and were killed"
     failed = [m[1] for m in re.finditer(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", r.stdout, re.M)]
     return r.returncode, failed, (r.stdout + r.stderr)[-1500:]
 
@@ -277,6 +285,9 @@ def main() -> int:
             took = f"({time.monotonic() - start:.0f} s)"
             if code == 1 or code == 2 and failed:  # tests failed, or the bug broke their collection
                 print(f"{name} -> caught by {', '.join(failed)} {took}", flush=True)
+            elif code == HUNG:  # the bug makes them loop forever: no test passes, CI's time limit stops them
+                print(f"{name} -> caught: {' '.join(_tests(row))} never finish (killed after {ROW_TIMEOUT} s)",
+                      flush=True)
             else:
                 uncaught += 1
                 why = "NOT CAUGHT" if code == 0 else f"NOT RUN (pytest exit {code}):\n{tail[-600:]}\n"
