@@ -42,7 +42,7 @@ def main() -> None:
     from threadpoolctl import ThreadpoolController, threadpool_limits
 
     from chargen.blas import blas_threads
-    from chargen.sampling import NumpyLSTM
+    from chargen.net.numpy_engine import NumpyEngine
 
     control = blas_threads()
     if control is None:
@@ -73,9 +73,9 @@ def main() -> None:
     for n_in, u in zip(sizes, units):
         kernels.append((rng.normal(0, 0.05, (n_in, 4 * u)).astype(np.float32),
                         rng.normal(0, 0.05, (u, 4 * u)).astype(np.float32), np.zeros(4 * u, np.float32)))
-    lstm = NumpyLSTM(rng.normal(0, 0.05, (vocab, embed)).astype(np.float32), kernels,
-                     rng.normal(0, 0.05, (units[-1], vocab)).astype(np.float32), np.zeros(vocab, np.float32))
-    state = [(np.zeros((1, u), np.float32), np.zeros((1, u), np.float32)) for u in units]
+    lstm = NumpyEngine("lstm", rng.normal(0, 0.05, (vocab, embed)).astype(np.float32), kernels,
+                       rng.normal(0, 0.05, (units[-1], vocab)).astype(np.float32), np.zeros(vocab, np.float32))
+    state = lstm.zero_state(1)
     step_us = best_us(lambda: lstm.step(np.array([3]), state), 2000)
 
     base = best_us(chargen_way, args.calls)

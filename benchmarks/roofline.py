@@ -84,25 +84,28 @@ def measure() -> Peaks:
     return Peaks(matmul_gflops("float32"), matmul_gflops("bfloat16"), read_gbs(CACHE_BYTES), read_gbs(MEMORY_BYTES))
 
 
-def matmul_flops_per_char(embed: int, units: tuple[int, ...], vocab: int, training: bool) -> float:
-    """Matrix FLOPs per character: 2 per multiply-add of every product; training is 3x (backward: 2 per forward product)."""
+def matmul_flops_per_char(embed: int, units: tuple[int, ...], vocab: int, training: bool, gates: int = 4) -> float:
+    """Matrix FLOPs per character: 2 per multiply-add of every product; training is 3x (backward: 2 per forward product).
+
+    `gates`: gate blocks of a recurrent layer (the LSTM's 4, the GRU's 3)."""
     flops, inputs = 0, embed
     for u in units:
-        flops += 2 * (inputs + u) * 4 * u
+        flops += 2 * (inputs + u) * gates * u
         inputs = u
     flops += 2 * inputs * vocab
     return 3.0 * flops if training else float(flops)
 
 
-def weight_bytes_per_step(embed: int, units: tuple[int, ...], vocab: int, bytes_per_weight: float) -> float:
+def weight_bytes_per_step(embed: int, units: tuple[int, ...], vocab: int, bytes_per_weight: float,
+                          gates: int = 4) -> float:
     """Bytes of weights one generation step reads: every matrix once (the first layer's input projection
-    is a lookup table, of which one row is read, in float32)."""
+    is a lookup table, of which one row is read, in float32). `gates`: the LSTM's 4, the GRU's 3."""
     weights, inputs = 0, None
     for u in units:
-        weights += (0 if inputs is None else inputs * 4 * u) + u * 4 * u
+        weights += (0 if inputs is None else inputs * gates * u) + u * gates * u
         inputs = u
     weights += inputs * vocab
-    return weights * bytes_per_weight + 4 * 4 * units[0]
+    return weights * bytes_per_weight + 4 * gates * units[0]
 
 
 def line(what: str, achieved: float, peak: float, unit: str, peak_name: str) -> str:

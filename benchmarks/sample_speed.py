@@ -55,7 +55,7 @@ def main() -> None:
 
     from chargen.config import ModelConfig
     from chargen.generate import Generator
-    from chargen.model import build_model, reset_state
+    from chargen.net.model import build_model, reset_state
     from chargen.tokenizer import CharTokenizer
 
     text = SHAKESPEARE.read_text(encoding="utf-8") if SHAKESPEARE.exists() else "".join(map(chr, range(32, 97)))
@@ -69,10 +69,10 @@ def main() -> None:
     t_first = time.perf_counter() - t0
 
     from chargen.cores import Stepper
-    from chargen.quantized import Int8LSTM
-    from chargen.sampling import NumpyLSTM
+    from chargen.net.numpy_engine import NumpyEngine
+    from chargen.quantized import Int8Engine
 
-    base = NumpyLSTM.from_keras(gen.model)
+    base = NumpyEngine.from_weights(cfg, weights)
     ways = {}  # name -> a fresh engine (a Stepper keeps its own timing, so each way gets its own)
     if "fp32" in precisions:
         ways["1 core"] = lambda: Stepper(base, cores=1)
@@ -81,10 +81,11 @@ def main() -> None:
             ways["always 2 cores"] = lambda: Stepper(base, cores=2, adapt=False)
     if "int8" in precisions:
         t0 = time.perf_counter()
-        int8 = Int8LSTM.from_weights(weights, cfg.units, cache=False)
+        int8 = Int8Engine.from_weights(cfg, weights, cache=False)
         convert_s = time.perf_counter() - t0
-        ways["int8, 1 thread"] = lambda: Int8LSTM(int8.model, cfg.units, (int8.dense_kernel, int8.dense_bias), threads=1)
-        ways["int8, 2 threads"] = lambda: Int8LSTM(int8.model, cfg.units, (int8.dense_kernel, int8.dense_bias), threads=2)
+        dense = (int8.dense_kernel, int8.dense_bias)
+        ways["int8, 1 thread"] = lambda: Int8Engine(int8.model, cfg.cell, cfg.units, dense, threads=1)
+        ways["int8, 2 threads"] = lambda: Int8Engine(int8.model, cfg.cell, cfg.units, dense, threads=2)
     engines = {way: make() for way, make in ways.items()}
     if args.busy:
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])

@@ -44,7 +44,7 @@ def write_checkpoint(folder: Path, units: tuple[int, ...], embed: int) -> Path:
     import_tensorflow_quietly()
     from chargen import checkpoint as ckpt
     from chargen.config import ModelConfig, TrainConfig
-    from chargen.model import build_model
+    from chargen.net.model import build_model
     from chargen.tokenizer import CharTokenizer
 
     text = SHAKESPEARE.read_text(encoding="utf-8") if SHAKESPEARE.exists() else "".join(map(chr, range(32, 127))) + "\n"
@@ -170,7 +170,7 @@ def engine_alone(run: Path, rows: int, block_rows: int, precision: str, seconds:
     gen = load_generator(run, precision=precision)
     engine = engines(gen)[0]
     blocks = -(-rows // block_rows)
-    state = [(np.zeros((block_rows, u), np.float32), np.zeros((block_rows, u), np.float32)) for u in gen.config.units]
+    state = gen.zero_state(block_rows)
     ids = np.zeros(block_rows, np.int64)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

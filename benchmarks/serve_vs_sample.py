@@ -56,9 +56,9 @@ def main() -> None:
     for text in ("", "ROMEO:\n"):
         same, parted = 0, []
         for s in range(args.seeds):
-            batcher = Batcher(Stepper(gen.stepper.lstm), gen.tokenizer, gen.config.units, block, block, Sessions(1),
+            batcher = Batcher(Stepper(gen.stepper.engine), gen.tokenizer, block, block, Sessions(1),
                               notify=lambda jobs: None)
-            primer = Primer(Stepper(gen.stepper.lstm, cores=1), gen.tokenizer, gen.config.units, batcher)
+            primer = Primer(Stepper(gen.stepper.engine, cores=1), gen.tokenizer, batcher)
             job = Job(GenerateRequest(seed=text, sample=SampleConfig(args.length, args.temperature, rng_seed=s)))
             job.rng = np.random.default_rng(s)
             batcher.submit(primer.prime(job))

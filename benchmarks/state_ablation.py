@@ -113,10 +113,10 @@ class Evaluator:
     def __init__(self, cfg, data: np.ndarray, carried_window: int):
         import tensorflow as tf
 
-        from chargen.model import build_model
+        from chargen.net.model import build_model
 
         self.data, self.carried_window = data, carried_window
-        self.model = model = build_model(cfg, data.shape[0], None, lstm="fast")
+        self.model = model = build_model(cfg, data.shape[0], None, kernel="fast")
         for layer in model.layers:
             # Plain TF time loops: forward-only calls of several lengths, each of which would
             # otherwise be XLA-compiled on its own (seconds each) to save milliseconds.
@@ -132,7 +132,7 @@ class Evaluator:
 
     def bpc(self, weights: list[np.ndarray], reset_every: int | None = None) -> float:
         """Bits per character over the whole tail: state carried (None) or zeroed every `reset_every` chars."""
-        from chargen.model import reset_state
+        from chargen.net.model import reset_state
 
         self.model.set_weights(weights)
         reset_state(self.model)
@@ -169,9 +169,9 @@ def make_train_step(model, batch_size: int, seq_len: int, lr: float, clip: float
 def train_run(cfg, init: list[np.ndarray], batches: Iterator[Batch], batch_size: int, seq_len: int,
               lr: float, clip: float) -> tuple[object, list[float]]:
     """Train a fresh FastLSTM model from `init` on `batches`; returns the model and every step's loss."""
-    from chargen.model import build_model, reset_state
+    from chargen.net.model import build_model, reset_state
 
-    model = build_model(cfg, batch_size, seq_len, lstm="fast")
+    model = build_model(cfg, batch_size, seq_len, kernel="fast")
     model.set_weights(init)
     step = make_train_step(model, batch_size, seq_len, lr, clip)
     losses = []
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
 
     from chargen.config import ModelConfig
     from chargen.corpus import read_text
-    from chargen.model import build_model
+    from chargen.net.model import build_model
     from chargen.streams import split
     from chargen.tokenizer import CharTokenizer
 

@@ -6,7 +6,7 @@
 Writes a web export of random weights (speed does not depend on training; tinyshakespeare's
 characters), serves it on 127.0.0.1, and in Debian's headless Chromium (as the tests drive it,
 tests/browser.py) times the page's model loading and chargen.js's Generator over --length
-characters at temperature 0.8, best of --repeat. The baseline is NumpyLSTM stepping the same
+characters at temperature 0.8, best of --repeat. The baseline is chargen's numpy engine stepping the same
 weights on one thread with chargen.sampling.pick, timed in the same run, and the ratio is printed.
 """
 
@@ -29,9 +29,10 @@ import numpy as np  # noqa: E402
 
 from browser import INSTALL, chromium_paths, start_browser, static_server  # noqa: E402
 from chargen.exporters import web as export_web  # noqa: E402
-from chargen.checkpoint import weight_shapes  # noqa: E402
-from chargen.config import ModelConfig  # noqa: E402
-from chargen.sampling import NumpyLSTM, pick  # noqa: E402
+from chargen.config import ModelConfig, SampleConfig  # noqa: E402
+from chargen.net.layout import weight_shapes  # noqa: E402
+from chargen.net.numpy_engine import NumpyEngine  # noqa: E402
+from chargen.sampling import pick  # noqa: E402
 from chargen.tokenizer import CharTokenizer  # noqa: E402
 
 IN_PAGE = """const [length, repeat] = arguments, done = arguments[arguments.length - 1];
@@ -59,16 +60,15 @@ def export_random(units: tuple[int, ...], tok: CharTokenizer, folder: Path) -> l
 
 
 def numpy_rate(weights: list[np.ndarray], units: tuple[int, ...], length: int, repeat: int) -> float:
-    engine = NumpyLSTM(weights[0], [tuple(weights[1 + 3 * i: 4 + 3 * i]) for i in range(len(units))],
-                       weights[-2], weights[-1])
+    engine = NumpyEngine.from_weights(ModelConfig(vocab_size=len(weights[-1]), embed=64, units=units), weights)
     best = 0.0
     for k in range(repeat):
         rng, ids = np.random.default_rng(k), np.array([0])
-        state = [(np.zeros((1, u), np.float32), np.zeros((1, u), np.float32)) for u in units]
+        state = engine.zero_state(1)
         t = time.perf_counter()
         for _ in range(length):
             logits, state = engine.step(ids, state)
-            ids = pick(logits, 0.8, 0, 1.0, rng)
+            ids = pick(logits, SampleConfig(), rng)
         best = max(best, length / (time.perf_counter() - t))
     return best
 

@@ -1,4 +1,4 @@
-"""chargen: character-level text generation with stateful LSTMs on TensorFlow/Keras 3."""
+"""chargen: character-level text generation with stateful LSTMs or GRUs on TensorFlow/Keras 3."""
 
 from chargen.config import ModelConfig, SampleConfig, TrainConfig
 from chargen.errors import (ChargenError, CheckpointError, ConfigError, CorpusError, ExportError, MissingExtra,

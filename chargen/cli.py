@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from dataclasses import MISSING
@@ -39,25 +40,35 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         said = "(default:" in f.metadata["help"] or default is None  # explains its own default, or has none
         allowed = f.metadata.get("choices")  # argparse refuses anything else, and --help shows them as {a,b}
-        parser.add_argument(flag, dest=f.name, type=kind, default=None, choices=allowed,
+        parser.add_argument(flag, *f.metadata.get("aliases", ()), dest=f.name, type=kind, default=None, choices=allowed,
                             metavar=None if allowed else flag[2:].replace("-", "_").upper(),
                             help=f.metadata["help"] + ("" if said else f" (default: {shown})"))
 
 
+def said(error: ChargenError) -> str:
+    """An error as the command line says it: each argument its message names (error.arguments), as its flag
+    (batch_size -> --batch-size), so a library caller reads the names it passes and a shell user the flags."""
+    text = str(error)
+    for name in error.arguments:
+        text = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", field_flag(name), text)
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="chargen", description="Character-level text generation with stateful LSTMs.")
+    p = _Parser(prog="chargen", description="Character-level text generation with stateful LSTMs or GRUs.")
     p.add_argument("--version", action="version", version=f"chargen {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="learn a whole book (a UTF-8 file, a folder of .txt files, or - for stdin)",
-                       description="Learn a whole book with stateful LSTM layers and save checkpoints in --root/--name. "
-                                   "BOOK is a UTF-8 text file, a folder of .txt files (read in name order, joined by "
-                                   "newlines), or - to read standard input. The last part of the text (--val-fraction) "
+                       description="Learn a whole book with stateful LSTM (or --cell gru) layers and save checkpoints "
+                                   "in --root/--name. BOOK is a UTF-8 text file, a folder of .txt files (read in name "
+                                   "order, joined by newlines), or - to read standard input. The last part of the text "
+                                   "(--val-fraction) "
                                    "is held out for validation; `best` and `last` snapshots are kept. Ctrl-C saves a "
                                    "checkpoint that --resume continues.")
     t.add_argument("book", metavar="BOOK", help="the text to learn: a file, a folder of .txt files, or - for stdin")
     _add_fields(t, ModelConfig)
-    t.add_argument("--layers", type=int, default=None, help="number of LSTM layers, with one --units number")
+    t.add_argument("--layers", type=int, default=None, help="number of recurrent layers, with one --units number")
     _add_fields(t, TrainConfig)
     t.add_argument("--name", help="checkpoint folder name under --root (default: the book's file name)")
     t.add_argument("--root", default="checkpoints", help="where checkpoints go (default: checkpoints)")
@@ -117,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="write a checkpoint as a single-step SavedModel or TFLite model or a Keras model "
                                       "for other programs, or as a web page that generates in the browser",
-                       description="Write a checkpoint as a batch-1 model that takes one character id and the LSTM "
-                                   "state and returns the next logits and the new state, for any TensorFlow runtime "
+                       description="Write a checkpoint as a batch-1 model that takes one character id and the "
+                                   "recurrent state and returns the next logits and the new state, for any TensorFlow runtime "
                                    "(a SavedModel folder) or TFLite; as a .keras file of stock Keras layers that keep "
                                    "their own state; or as a static web page that generates in the browser "
                                    "(docs/web.md). tokenizer.json and chargen_export.json go beside it "
@@ -138,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="bits per character of a checkpoint on a text, next to gzip, bz2 and lzma",
                        description="Score a checkpoint on a text in bits per character (lower is better), beside what "
                                    "gzip, bz2 and lzma need for the same text. The text is split into --batch-size "
-                                   "contiguous streams that carry their LSTM state from step to step, as in training.")
+                                   "contiguous streams that carry their recurrent state from step to step, as in training.")
     e.add_argument("book", help="the text to score: a UTF-8 file, a folder of .txt files, or - for stdin")
     e.add_argument("--checkpoint", default=None, help="run name under --root or a folder (default: the newest run)")
     e.add_argument("--which", choices=("best", "last"), default="best", help="snapshot to score (default: best)")
@@ -210,7 +221,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:  # with --log-format json an error is one more event, so the log stays one JSON object a line
         return _train(args)
     except ChargenError as e:
-        stderr_line(json_line("error", message=f"chargen: error: {e}", exit_code=EXIT_USAGE))
+        stderr_line(json_line("error", message=f"chargen: error: {said(e)}", exit_code=EXIT_USAGE))
         return EXIT_USAGE
 
 
@@ -275,8 +286,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return _sample_many(gen, args, cfg, seed, stop)
     out = sys.stdout
     out.write(seed if args.echo else "")
-    for piece in gen.stream(seed, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p, cfg.rng_seed, args.unknown,
-                            stop):
+    for piece in gen.stream(seed, unknown=args.unknown, stop=stop, sample=cfg):
         out.write(piece)
         out.flush()  # text appears as it is generated
     out.write("\n")
@@ -308,8 +318,7 @@ def _encodes(text: str, encoding: str) -> bool:
 
 def _sample_many(gen, args: argparse.Namespace, cfg: SampleConfig, seed: str, stop: tuple[str, ...]) -> int:
     """N samples generated together: JSON lines with --json, shown growing live on a terminal, else printed in turn."""
-    steps = gen.stream_many(seed, args.num_samples, cfg.length, cfg.temperature, cfg.top_k, cfg.top_p,
-                            cfg.rng_seed, args.unknown, stop)
+    steps = gen.stream_many(seed, args.num_samples, unknown=args.unknown, stop=stop, sample=cfg)
     prefix = seed if args.echo and not args.json else ""
     texts = [[prefix] for _ in range(args.num_samples)]
     if sys.stdout.isatty() and not args.json:
@@ -451,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with TermAndHupStop():  # like Ctrl-C, unless ignored (nohup); training makes the first one a clean stop
             return handler(args)
     except ChargenError as e:
-        print(f"chargen: error: {e}", file=sys.stderr)
+        print(f"chargen: error: {said(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:  # outside training, or a second signal during it
         signum = getattr(e, "signum", None)

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from chargen.errors import ConfigError
+from chargen.net import NAMES as CELL_NAMES
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
-    """A config field: its default, its help text and extras (`choices`: the only values allowed, `cli=False`)."""
+    """A config field: its default, its help text and extras (`choices`: the only values allowed, `cli=False`,
+    `aliases`: other flags for it, kept for commands written before it was renamed)."""
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -23,39 +25,44 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 # cannot (1e9 tokens did, on 24 GiB); 2**20 is far past any useful vocabulary for an LSTM's dense layer.
 MAX_BPE_VOCAB = 2**20
 
-# Fields whose command-line flag is not their own name (ModelConfig.vocab_size is set from the text).
-FLAG_NAMES = {"bpe_vocab": "vocab_size"}
+# Arguments whose command-line flag is not their own name (ModelConfig.vocab_size is set from the text).
+FLAG_NAMES = {"bpe_vocab": "vocab_size", "init_which": "which"}
 
 
 def flag(name: str) -> str:
-    """The command-line flag of a config field: batch_size -> --batch-size, bpe_vocab -> --vocab-size."""
+    """The command-line flag of an argument: batch_size -> --batch-size, bpe_vocab -> --vocab-size."""
     return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
 
 
 def _require(ok: bool, name: str, value: Any, rule: str) -> None:
     if not ok:
-        raise ConfigError(f"{flag(name)} must be {rule}, got {value!r}")
+        raise ConfigError(f"{name} must be {rule}, got {value!r}", arguments=(name,))
 
 
 def positive_int(name: str, value: Any) -> None:
-    """ConfigError "--name must be a positive integer, got ..." unless `value` is one (bools are not)."""
+    """ConfigError "name must be a positive integer, got ..." unless `value` is one (bools are not)."""
     _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
              name, value, "a positive integer")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of the network: Embedding -> stateful LSTM layers (+dropout) -> Dense logits."""
+    """Shape of the network: Embedding -> stateful recurrent layers of one cell (+dropout) -> Dense logits."""
 
     vocab_size: int = _opt(0, "number of distinct tokens (set from the corpus)", cli=False)
     embed: int = _opt(64, "embedding size")
     # 2x512 from benchmarks/shakespeare.py (docs/benchmarks.md): with bf16 products (--precision auto on this
     # CPU) it trains ~2-3x faster than fp32, so 10 minutes on 2 cores hold ~4.5 epochs: 1.440 nats after 2,200
     # steps, where 2x448 in fp32 reached 1.488 after its 3 epochs.
-    units: tuple[int, ...] = _opt((512, 512), "LSTM units per layer, e.g. 512,256 (or one number with --layers)")
-    dropout: float = _opt(0.0, "dropout after each LSTM layer, in [0, 1)")
+    units: tuple[int, ...] = _opt((512, 512), "units per recurrent layer, e.g. 512,256 (or one number with --layers)")
+    dropout: float = _opt(0.0, "dropout after each recurrent layer, in [0, 1)")
+    # A config.json written before cells were a choice has no "cell": it means lstm, the default.
+    cell: str = _opt("lstm", "the recurrent cell: lstm (Keras's LSTM) or gru (Keras's GRU, reset_after=True: "
+                             "3 gate blocks to the LSTM's 4, so fewer weights for the same units)",
+                     choices=CELL_NAMES)
 
     def validate(self) -> "ModelConfig":
+        _check_choices(self)
         positive_int("vocab_size", self.vocab_size)
         positive_int("embed", self.embed)
         _require(isinstance(self.units, tuple) and len(self.units) > 0, "units", self.units,
@@ -98,16 +105,17 @@ class TrainConfig:
     clip: float = _opt(5.0, "clip gradients to this global norm (0 = off)")
     val_fraction: float = _opt(0.1, "fraction of the text held out at its end for validation, in [0, 0.5]")
     seed: int | None = _opt(None, "random seed; the same seed gives the same run (default: a random one, recorded)")
-    lstm: str = _opt("auto", "LSTM kernel for training: fast (chargen's CPU kernel), keras (cuDNN on a GPU), "
-                             "or auto (keras when a GPU is visible, else fast); weights are the same either way",
-                     choices=("auto", "fast", "keras"))
+    kernel: str = _opt("auto", "the recurrent layers' code for training: fast (chargen's CPU kernel), keras (the "
+                               "stock Keras layer: cuDNN on a GPU), or auto (keras when a GPU is visible, else fast); "
+                               "weights are the same either way. --lstm is another name for it",
+                       choices=("auto", "fast", "keras"), aliases=("--lstm",))
     tokenizer: str = _opt("char", "char (one token per character) or bpe (byte-pair merges of the book's characters, "
                                   "trained on it); bits per character are reported either way",
                           choices=("char", "bpe"))
     bpe_vocab: int | None = _opt(None, "with --tokenizer bpe: tokens in the vocabulary, the book's characters "
                                        "included (default: 512)")
-    precision: str = _opt("auto", "number format of training's matrix products: bf16 (bfloat16 products in the LSTM "
-                                  "layers; weights, state and loss stay float32; needs --lstm fast), fp32, or auto "
+    precision: str = _opt("auto", "number format of training's matrix products: bf16 (bfloat16 products in the "
+                                  "recurrent layers; weights, state and loss stay float32; needs --kernel fast), fp32, or auto "
                                   "(bf16 where the CPU has native BF16 and layers have 256+ units, else fp32); "
                                   "checkpoints are float32 either way",
                           choices=("auto", "bf16", "fp32"))
@@ -120,8 +128,8 @@ class TrainConfig:
         _check_choices(self)
         budgets = [name for name in ("epochs", "steps", "minutes") if getattr(self, name) is not None]
         if len(budgets) > 1:
-            raise ConfigError(f"{' and '.join(map(flag, budgets))} are alternatives: give one budget "
-                              "(--epochs N, --steps N or --minutes M)")
+            raise ConfigError(f"{' and '.join(budgets)} are alternatives: give one budget (epochs, steps or minutes)",
+                              arguments=("epochs", "steps", "minutes"))
         for name in ("epochs", "steps"):
             if getattr(self, name) is not None:
                 positive_int(name, getattr(self, name))
@@ -140,8 +148,9 @@ class TrainConfig:
                  "seed", self.seed, "an integer in [0, 2**31)")
         if self.bpe_vocab is not None:
             if self.tokenizer != "bpe":
-                raise ConfigError(f"{flag('bpe_vocab')} {self.bpe_vocab!r} is for --tokenizer bpe (a char vocabulary is the "
-                                  f"book's characters); add --tokenizer bpe or drop {flag('bpe_vocab')}")
+                raise ConfigError(f"bpe_vocab {self.bpe_vocab!r} is for tokenizer 'bpe' (a char vocabulary is the "
+                                  "book's characters); set tokenizer 'bpe' or drop bpe_vocab",
+                                  arguments=("bpe_vocab", "tokenizer"))
             _require(isinstance(self.bpe_vocab, int) and not isinstance(self.bpe_vocab, bool)
                      and 2 <= self.bpe_vocab <= MAX_BPE_VOCAB, "bpe_vocab", self.bpe_vocab,
                      f"an integer from 2 (the book's distinct characters + 1 at least) to {MAX_BPE_VOCAB:,}")
@@ -189,11 +198,29 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
+# Fields that had another name before, in checkpoints and library calls: TrainConfig.lstm is now kernel
+# (it chooses the training code of any cell).
+RENAMED = {"lstm": "kernel"}
+
+
+def renamed(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` with old field names (RENAMED) given their new ones; ConfigError where both are given."""
+    names = {f.name for f in fields(cls)}
+    out = dict(options)
+    for old, new in RENAMED.items():
+        if old in out and new in names and old not in names:
+            if new in out:
+                raise ConfigError(f"{old} is another name for {new}: give one of them", arguments=(old, new))
+            out[new] = out.pop(old)
+    return out
+
+
 def from_dict(cls: type, data: Any, where: str) -> Any:
     """Rebuild a config from checkpoint JSON, refusing unknown keys and wrong types (no code runs)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
     known = {f.name: f for f in fields(cls)}
+    data = renamed(cls, data)
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown keys {unknown}")

@@ -1,20 +1,18 @@
 """Which cores the per-character step runs on: one, or two when two are ours and it is faster now.
 
-Measured here at 2x512 (2 cores, OpenBLAS, `benchmarks/sample_speed.py`):
-- One row (one stream) is a few matrix-vector products that read ~12 MB of weights per step.
-  OpenBLAS's own two threads halve them (12 MB of products: 270 -> 137 µs). Our own threads
-  cannot: splitting a layer's units between two Python threads needs a hand-over per layer, and
-  that cost ate the gain (321 vs 315 µs per step).
+- One row (one stream) is a few matrix-vector products that read every weight once per step.
+  OpenBLAS's own two threads split them by output columns; our own threads cannot do that
+  split well (a hand-over per layer costs what the second core gains).
 - Several rows (samples) are compute-bound products; the step cuts each layer into two halves
-  of its units (see `NumpyLSTM.step`) and runs them on two threads with one BLAS thread each:
-  16 rows 2,300 -> 1,345 µs per step, and the gate arithmetic is split too.
+  of its units (see `NumpyEngine.step`) and runs them on two threads with one BLAS thread each,
+  the gate arithmetic split too.
+(The measurements behind both: docs/benchmarks.md, "How generation uses the two cores".)
 
 Why not just leave OpenBLAS on two threads: its workers spin while they wait, and when another
-process keeps the other core busy a one-row step on two threads averaged ~900 µs (stalls of
-10 ms and more) against ~400 µs on one (an earlier session saw ~80 characters/s). So each
-Stepper times its steps and, every PERIOD steps, tries the other choice for TRIAL steps, keeping
-whichever was faster on average: a busy machine falls back to one core within a couple of
-thousand steps, a quiet one stays on two.
+process keeps the other core busy a one-row step on two threads is slower than on one, with
+stalls of 10 ms and more (docs/benchmarks.md). So each Stepper times its steps and, every PERIOD
+steps, tries the other choice for TRIAL steps, keeping whichever was faster on average: a busy
+machine falls back to one core within a couple of thousand steps, a quiet one stays on two.
 
 Either choice gives the same bits, so switching never changes the text a seed gives: halves run
 in turn or side by side are the same products, and for one row two OpenBLAS threads split the
@@ -38,9 +36,9 @@ from typing import Callable
 import numpy as np
 
 from chargen.blas import BlasThreads, blas_threads
-from chargen.sampling import run_in_turn
+from chargen.net.layout import State
+from chargen.net.numpy_engine import run_in_turn
 
-State = list[tuple[np.ndarray, np.ndarray]]
 # Every PERIOD steps the other choice runs for TRIAL steps. The first SETTLE steps after a change are
 # not timed: after two-thread steps, OpenBLAS's idle worker keeps spinning for ~60 steps and slows
 # the one-thread steps beside it (measured with the other core busy: 750 µs a step over steps 8-64
@@ -143,10 +141,11 @@ class _Helper:
 
 
 class Stepper:
-    """`lstm.step` on the cores that are fastest at the moment (`cores` = 1 keeps it on one)."""
+    """`engine.step` (a chargen.net.numpy_engine.NumpyEngine) on the cores that are fastest at the moment
+    (`cores` = 1 keeps it on one)."""
 
-    def __init__(self, lstm, cores: int | None = None, blas: BlasThreads | None = None, adapt: bool = True):
-        self.lstm = lstm
+    def __init__(self, engine, cores: int | None = None, blas: BlasThreads | None = None, adapt: bool = True):
+        self.engine = engine
         self.blas = blas if blas is not None else blas_threads()
         two = (cores or step_threads()) >= 2 and self.blas is not None  # without BLAS control: one core
         self.one_row = Chooser(two, adapt)  # two cores for one row: two BLAS threads
@@ -156,7 +155,10 @@ class Stepper:
 
     def logits(self, top_h: np.ndarray) -> np.ndarray:
         """The next-token logits from the top layer's h, as this engine's steps compute them."""
-        return self.lstm.logits(top_h)
+        return self.engine.logits(top_h)
+
+    def zero_state(self, rows: int = 1) -> State:
+        return self.engine.zero_state(rows)
 
     def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """ids (R,) -> (logits (R, V), new state). Pure: the given state is not modified."""
@@ -173,7 +175,7 @@ class Stepper:
         start = time.perf_counter()
         before = self._blas(threads)
         try:
-            result = self.lstm.step(ids, state, run)
+            result = self.engine.step(ids, state, run)
         finally:
             self._blas(before)
         chooser.took(two, time.perf_counter() - start)
@@ -184,9 +186,9 @@ class Stepper:
         self._one_row_checked = True
         before = self._blas(1)
         try:
-            one = self.lstm.step(ids, state)
+            one = self.engine.step(ids, state)
             self._blas(2)
-            two = self.lstm.step(ids, state)
+            two = self.engine.step(ids, state)
         finally:
             self._blas(before)
         same = np.array_equal(one[0], two[0]) and all(
@@ -203,15 +205,15 @@ class Stepper:
             self.blas.set(threads)
         return before
 
-    def _side_by_side(self, cell, jobs: list[tuple]) -> list:
+    def _side_by_side(self, fn, jobs: list[tuple]) -> list:
         """Run a layer's parts: the first here, the second on the helper thread."""
         if len(jobs) != 2:
-            return run_in_turn(cell, jobs)
+            return run_in_turn(fn, jobs)
         out: list = [None, None]
 
         def part(k: int) -> Callable[[], None]:
             def run() -> None:
-                out[k] = cell(*jobs[k])
+                out[k] = fn(*jobs[k])
             return run
 
         if self._helper is None:

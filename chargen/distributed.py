@@ -2,10 +2,10 @@
 
 Data parallelism for stateful streams: with R replicas and B streams, replica r always owns
 rows [r*B/R, (r+1)*B/R) of every batch. Each replica runs its own copy of the model for B/R
-rows, so row i's (h, c) lives on the replica that owns stream i and carries from batch k to
-k+1 there, exactly as on one device. What makes that hold:
+rows, so row i's state (the LSTM's (h, c), the GRU's h) lives on the replica that owns stream i
+and carries from batch k to k+1 there, exactly as on one device. What makes that hold:
 - the weights and the optimizer are mirrored (created under `strategy.scope()`), but every
-  non-trainable variable of the training model (the LSTM state, the dropout RNG state) is
+  non-trainable variable of the training model (the recurrent state, the dropout RNG state) is
   created ON_READ: a local copy per replica that a replica's writes never send elsewhere
   (a mirrored state would be overwritten with, or averaged over, the other replicas' rows);
 - each replica's loss is its sum of cross-entropies over the GLOBAL number of targets B*T and
@@ -33,7 +33,8 @@ from typing import Any, Callable
 import numpy as np
 
 from chargen.errors import CheckpointError, ConfigError, StateError
-from chargen.model import build_model, check_state, get_state, lstm_layers, set_state, state_shapes
+from chargen.net import get_cell
+from chargen.net.model import build_model, check_state, get_state, recurrent_layers, set_state, state_shapes
 
 RNG_STRIDE = 1_000_003  # replica r's dropout seed is the layer's seed + r * RNG_STRIDE
 
@@ -82,6 +83,19 @@ def worker_run_dir(run_dir: Path, distribute: str | None, resume: bool) -> Path:
     return run_dir
 
 
+_MIRRORED: dict[tuple[str, ...], Any] = {}
+
+
+def _mirrored(devices: tuple[str, ...]):
+    """One MirroredStrategy per device set and process: a new one numbers its collectives from the same start, and
+    a second run with other shapes in the process then failed ("Shape mismatch in the collective instance 100")."""
+    if devices not in _MIRRORED:
+        import tensorflow as tf
+
+        _MIRRORED[devices] = tf.distribute.MirroredStrategy(list(devices))
+    return _MIRRORED[devices]
+
+
 class Engine:
     """Builds the training model and runs its steps on one device or on R replicas.
 
@@ -100,7 +114,7 @@ class Engine:
                 # Every GPU; without one, every logical CPU device (one, unless split for testing).
                 self.devices = [d.name for d in tf.config.list_logical_devices("GPU")
                                 or tf.config.list_logical_devices("CPU")]
-                self.strategy = tf.distribute.MirroredStrategy(self.devices)
+                self.strategy = _mirrored(tuple(self.devices))
             else:
                 self.task = tf_config_task()
                 self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -129,14 +143,14 @@ class Engine:
     def scope(self):
         return self.strategy.scope() if self.distributed else contextlib.nullcontext()
 
-    def build(self, mcfg, tcfg, lstm: str):
+    def build(self, mcfg, tcfg, kernel: str):
         """The training model and its optimizer: for all B rows, or mirrored with B/R rows per replica."""
         import keras
 
         from chargen.precision import gpu_visible, training_precision
 
         if tcfg.precision == "auto":  # a TrainConfig that train() did not resolve: resolve it the same way
-            tcfg = replace(tcfg, precision=training_precision(tcfg, mcfg.units, lstm, gpu_visible())[0])
+            tcfg = replace(tcfg, precision=training_precision(tcfg, mcfg.units, kernel, gpu_visible())[0])
 
         def optimizer(model):
             with self.scope():  # on R replicas: mirrored slots, like the weights
@@ -145,12 +159,12 @@ class Engine:
             return opt
 
         if not self.distributed:
-            model = build_model(mcfg, self.batch_size, tcfg.seq_len, lstm=lstm, precision=tcfg.precision)
+            model = build_model(mcfg, self.batch_size, tcfg.seq_len, kernel=kernel, precision=tcfg.precision)
             return model, optimizer(model)
         tf = self.tf
 
         def per_replica(next_creator, **kwargs):
-            # Non-trainable = the LSTM state and the dropout RNG: one private copy per replica.
+            # Non-trainable = the recurrent state and the dropout RNG: one private copy per replica.
             if not kwargs.get("trainable", True):
                 kwargs["synchronization"] = tf.VariableSynchronization.ON_READ
                 # Reads outside a replica (reset's zeros_like, the RNG saved) see replica 0's copy.
@@ -158,7 +172,7 @@ class Engine:
             return next_creator(**kwargs)
 
         with self.strategy.scope(), tf.variable_creator_scope(per_replica):
-            model = build_model(mcfg, self.rows, tcfg.seq_len, lstm=lstm, precision=tcfg.precision)
+            model = build_model(mcfg, self.rows, tcfg.seq_len, kernel=kernel, precision=tcfg.precision)
         self._spread_rng(model)
         return model, optimizer(model)
 
@@ -209,19 +223,23 @@ class Engine:
     # ------------------------------------------------------------ the training state
 
     def train_state(self, model) -> list[np.ndarray]:
-        """What train_state.npz holds: per layer h, c as (B, units) in stream order, then the RNG states."""
+        """What train_state.safetensors holds: per layer its state tensors (h, c or h), (B, units) in stream order, then
+        the RNG states."""
         if not self.distributed:
-            return [a for hc in get_state(model) for a in hc] + [v.numpy() for v in rng_vars(model)]
+            return [a for layer in get_state(model) for a in layer] + [v.numpy() for v in rng_vars(model)]
         gather, _, _ = self._state_functions(model)
         return [a.numpy() for a in gather()]
 
     def restore_train_state(self, model, mcfg, arrays: list[np.ndarray], where: Path) -> None:
-        n, rng = 2 * mcfg.layers, rng_vars(model)
-        lstm, seeds = arrays[:n], arrays[n:]
+        names, rng = get_cell(mcfg.cell).state, rng_vars(model)
+        k = len(names)  # state tensors per layer
+        n = k * mcfg.layers
+        flat, seeds = arrays[:n], arrays[n:]
         if len(arrays) != n + len(rng) or [a.shape for a in seeds] != [tuple(v.shape) for v in rng]:
             raise CheckpointError(f"{where}: does not fit the model; cannot resume exactly")
         try:
-            state = check_state([(lstm[i], lstm[i + 1]) for i in range(0, n, 2)], state_shapes(mcfg, self.batch_size))
+            state = check_state([tuple(flat[i:i + k]) for i in range(0, n, k)], state_shapes(mcfg, self.batch_size),
+                                names)
         except StateError as e:
             raise CheckpointError(f"{where}: {e}; cannot resume exactly") from None
         if not self.distributed:
@@ -230,7 +248,7 @@ class Engine:
                 v.assign(a)
             return
         _, scatter, _ = self._state_functions(model)
-        scatter([a for hc in state for a in hc], seeds)
+        scatter([a for layer in state for a in layer], seeds)
 
     def _spread_rng(self, model) -> None:
         if rng_vars(model):
@@ -241,7 +259,7 @@ class Engine:
         if self._state_fns is not None:
             return self._state_fns
         tf, strategy, rows = self.tf, self.strategy, self.rows
-        state = [v for layer in lstm_layers(model) for v in layer.states]
+        state = [v for layer in recurrent_layers(model) for v in layer.states]
         rng = rng_vars(model)
 
         def replica_id():
@@ -287,6 +305,6 @@ def mean_loss(model, x, y, training: bool):
 def rng_vars(model) -> list:
     """Dropout seed-generator states: not in get_weights(), but needed for an exact resume.
 
-    Only the Dropout layers' (the stock LSTM has an unused one of its own, FastLSTM none), so a
-    run can be resumed with the other LSTM kernel."""
+    Only the Dropout layers' (the stock LSTM and GRU have an unused one of their own, the fast
+    layers none), so a run can be resumed with the other kernel."""
     return [layer.seed_generator.state for layer in model.layers if layer.name.startswith("dropout_")]

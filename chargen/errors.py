@@ -1,8 +1,21 @@
 """The errors users see. The CLI turns any ChargenError into one line on stderr and exit code 2."""
 
+from __future__ import annotations
+
+from typing import Sequence
+
 
 class ChargenError(Exception):
-    """Base class: bad input or a problem the user can fix. Never a bug."""
+    """Base class: bad input or a problem the user can fix. Never a bug.
+
+    A message names the arguments at fault as a library caller spells them (`batch_size`), and
+    `arguments` lists the ones it names, so that the command line can say its flags instead
+    (`--batch-size`: chargen.cli.said).
+    """
+
+    def __init__(self, *args: object, arguments: Sequence[str] = ()):
+        super().__init__(*args)
+        self.arguments = tuple(arguments)
 
 
 class ConfigError(ChargenError, ValueError):

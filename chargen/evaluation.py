@@ -151,9 +151,9 @@ class _StreamScorer:
     """Runs `ids` through a stateful (rows, seq_len) model as contiguous streams and sums the cross-entropy."""
 
     def __init__(self, snap: ckpt.Snapshot, ids: np.ndarray, batch_size: int, seq_len: int, precision: str = "fp32"):
-        from chargen.model import build_model
+        from chargen.net.model import build_model
 
-        self.ids, self.seq_len, self.units = ids, seq_len, snap.model.units
+        self.ids, self.seq_len = ids, seq_len
         targets = len(ids) - 1
         # Fewer rows for a short text: each row should get at least one full step of context.
         self.rows = min(batch_size, max(1, targets // seq_len))
@@ -165,9 +165,9 @@ class _StreamScorer:
         self.num_batches = -(-int(self.lengths.max()) // seq_len)
         self.model = self.engine = None
         if precision == "int8":
-            from chargen.quantized import Int8LSTM
+            from chargen.quantized import Int8Engine
 
-            self.engine = Int8LSTM.from_weights(snap.weights, snap.model.units)
+            self.engine = Int8Engine.from_weights(snap.model, snap.weights)
         else:
             self.model = build_model(snap.model, self.rows, seq_len)
             ckpt.assign_weights(self.model, snap.weights, snap.path)
@@ -188,7 +188,7 @@ class _StreamScorer:
 
     def _run_engine(self, bar) -> float:
         """The step engine over the same batches, one column at a time; cross-entropy in float64."""
-        state = [(np.zeros((self.rows, u), np.float32), np.zeros((self.rows, u), np.float32)) for u in self.units]
+        state = self.engine.zero_state(self.rows)
         rows, total = np.arange(self.rows), 0.0
         for k in range(self.num_batches):
             x, y, weight = self.batch(k)
@@ -206,7 +206,7 @@ class _StreamScorer:
     def _run_model(self, bar) -> float:
         import tensorflow as tf
 
-        from chargen.model import reset_state
+        from chargen.net.model import reset_state
 
         model = self.model
         ints = tf.TensorSpec((self.rows, self.seq_len), tf.int32)

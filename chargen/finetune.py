@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from chargen import checkpoint as ckpt
-from chargen.config import ModelConfig, TrainConfig, flag
+from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import ConfigError, CorpusError
 from chargen.tokenizer import Tokenizer
 from chargen.tokenizer_base import show
@@ -76,21 +76,21 @@ def check_init(init_from: Any, init_which: Any, new_chars: Any, root: Any, resum
                model_options: dict[str, Any], train_options: dict[str, Any]) -> InitPlan | None:
     """The run to start from, checked with the options given (no TensorFlow, no weights read); None without one."""
     if init_from is None:
-        for name, value in (("which", init_which), ("new_chars", new_chars)):
+        for name, value in (("init_which", init_which), ("new_chars", new_chars)):
             if value is not None:
-                raise ConfigError(f"{flag(name)} {value!r} is for fine-tuning; add --init-from RUN (the run to start "
-                                  f"from) or drop {flag(name)}")
+                raise ConfigError(f"{name} {value!r} is for fine-tuning; add init_from (the run to start from) or "
+                                  f"drop {name}", arguments=(name, "init_from"))
         return None
     if not isinstance(init_from, (str, os.PathLike)):
         raise TypeError(f"init_from must be a run name or folder (str or os.PathLike), got {type(init_from).__name__}")
     if resume:
-        raise ConfigError("--init-from starts a new run from another run's weights and --resume continues this run; "
-                          "give one of them")
+        raise ConfigError("init_from starts a new run from another run's weights and resume continues this run; "
+                          "give one of them", arguments=("init_from", "resume"))
     which = "best" if init_which is None else init_which
     ckpt.check_which(which)
     new_chars = "extend" if new_chars is None else new_chars
     if new_chars not in NEW_CHARS:
-        raise ConfigError(f"--new-chars must be 'extend' or 'error', got {new_chars!r}")
+        raise ConfigError(f"new_chars must be 'extend' or 'error', got {new_chars!r}", arguments=("new_chars",))
     run = ckpt.resolve_run(init_from, root)
     model, train, _ = ckpt.read_config(ckpt.snapshot_dir(run, which) / "config.json")
     given = {**{k: v for k, v in model_options.items() if k in from_the_run()},
@@ -98,8 +98,9 @@ def check_init(init_from: Any, init_which: Any, new_chars: Any, root: Any, resum
     for key, value in given.items():
         theirs = getattr(model if key in from_the_run() else train, key)
         if value != theirs:
-            raise ConfigError(f"{flag(key)} {value!r} differs from the run --init-from starts from ({run.name}: "
-                              f"{theirs!r}); a fine-tuned run keeps that run's model and tokenizer: drop {flag(key)}")
+            raise ConfigError(f"{key} {value!r} differs from the run init_from starts from ({run.name}: {theirs!r}); a "
+                              f"fine-tuned run keeps that run's model and tokenizer: drop {key}",
+                              arguments=(key, "init_from"))
     return InitPlan(run, which, new_chars, model, train)
 
 

@@ -4,7 +4,7 @@ A model trained with batch B cannot take batch 1 (its state variables are (B, un
 Generator builds a batch-size-1 copy of the network, copies the weights in, and primes its
 state with the whole seed in one call. After that it feeds one token at a time: a character,
 or with a BPE vocabulary (`--tokenizer bpe`) a piece of text such as " the". The per-token
-steps run in numpy on the same weights (see `NumpyLSTM`): at batch 1 a step is
+steps run in numpy on the same weights (chargen.net.numpy_engine): at batch 1 a step is
 a few matrix-vector products, and skipping TensorFlow's per-call overhead makes it several
 times faster. Both paths agree to ~1e-6 (tested). With precision="int8" the per-token steps run
 on int8 weights instead (chargen/quantized.py: LiteRT, close to fp32 but not equal); the seed is
@@ -23,17 +23,20 @@ from chargen import checkpoint as ckpt
 from chargen import memory
 from chargen.config import ModelConfig, SampleConfig
 from chargen.errors import ConfigError
-from chargen.model import State, build_model, check_state, get_state, set_state, state_shapes
 from chargen.cores import Stepper
+from chargen.net import get_cell
+from chargen.net.layout import zero_state
+from chargen.net.model import State, build_model, check_state, get_state, set_state, state_shapes
+from chargen.net.numpy_engine import NumpyEngine
 from chargen.precision import generation_precision
-from chargen.quantized import Int8LSTM
-from chargen.sampling import NumpyLSTM, pick
+from chargen.quantized import Int8Engine
+from chargen.sampling import pick
 from chargen.stops import StopStrings
 from chargen.tokenizer import Tokenizer, check_unknown, known_text, start_token
 
 
 class Generator:
-    """A batch-size-1 stateful model that continues text. Holds one (h, c) per LSTM layer."""
+    """A batch-size-1 stateful model that continues text. Holds one state per layer: the LSTM's (h, c), the GRU's (h,)."""
 
     def __init__(self, model_config: ModelConfig, weights: list[np.ndarray], tokenizer: Tokenizer,
                  source: Path | None = None, precision: str = "fp32"):
@@ -41,21 +44,23 @@ class Generator:
         self.config, self.tokenizer, self.source = model_config, tokenizer, source
         self.model = build_model(model_config, batch_size=1, seq_len=None)
         ckpt.assign_weights(self.model, weights, source or Path("<weights>"))
+        self.cell = get_cell(model_config.cell)
         if precision == "int8":  # the same step interface, on int8 weights (converted once, then cached)
-            self.stepper = Int8LSTM.from_weights(self.model.get_weights(), model_config.units)
-        else:
-            self.stepper = Stepper(NumpyLSTM.from_keras(self.model))  # on two cores where two are ours and it pays
+            self.stepper = Int8Engine.from_weights(model_config, self.model.get_weights())
+        else:  # on two cores where two are ours and it pays
+            self.stepper = Stepper(NumpyEngine.from_weights(model_config, self.model.get_weights()))
         self._state = self.zero_state()
         self._logits: np.ndarray | None = None  # distribution over the next token, if known
 
     # ------------------------------------------------------------ state
 
     def zero_state(self, rows: int = 1) -> State:
-        return [(np.zeros((rows, u), np.float32), np.zeros((rows, u), np.float32)) for u in self.config.units]
+        """Per layer, the cell's state tensors (h, c or h) as zeros of shape (rows, units): the start of text."""
+        return zero_state(self.config.cell, self.config.units, rows)
 
     @property
     def state(self) -> State:
-        """Per layer (h, c), numpy float32 arrays of shape (1, units); a copy.
+        """Per layer the cell's state, (h, c) or (h,), numpy float32 arrays of shape (1, units); a copy.
 
         It is everything the Generator knows about the text so far: the next token's
         distribution is a function of the top layer's h. So `set_state(s)` with an `s` taken
@@ -65,11 +70,11 @@ class Generator:
         read, so the start token (newline) is fed before the first token is chosen. (A state
         that has read anything is never exactly zero.)
         """
-        return [(h.copy(), c.copy()) for h, c in self._state]
+        return [tuple(a.copy() for a in layer) for layer in self._state]
 
     def set_state(self, state: State) -> None:
         """Replace the state and continue from it; refuses the wrong layer count, shape, dtype or NaN with a StateError."""
-        self._take(check_state(state, state_shapes(self.config, 1)))
+        self._take(check_state(state, state_shapes(self.config, 1), self.cell.state))
 
     def reset(self) -> None:
         """Back to the start of text: zero state, the start token fed before the next token."""
@@ -78,7 +83,7 @@ class Generator:
     def _take(self, state: State) -> None:
         """Adopt `state` and the next-token logits it implies (none at the start of text)."""
         self._state = state
-        start = not any(h.any() or c.any() for h, c in state)
+        start = not any(a.any() for layer in state for a in layer)
         self._logits = None if start else self.stepper.logits(state[-1][0])[0]
 
     # ------------------------------------------------------------ feeding text
@@ -114,10 +119,14 @@ class Generator:
 
     # ------------------------------------------------------------ generating
 
-    def stream(self, seed: str = "", length: int = 500, temperature: float = 0.8, top_k: int = 0,
-               top_p: float = 1.0, rng_seed: int | None = None, unknown: str = "error",
-               stop: Sequence[str] = ()) -> Iterator[str]:
+    def stream(self, seed: str = "", length: int | None = None, temperature: float | None = None,
+               top_k: int | None = None, top_p: float | None = None, rng_seed: int | None = None,
+               unknown: str = "error", stop: Sequence[str] = (), *, sample: SampleConfig | None = None
+               ) -> Iterator[str]:
         """Prime with `seed`, then yield the text of each token as it is generated, `length` characters in all.
+
+        The sampling options are a SampleConfig's (length 500, temperature 0.8, top_k 0 = all,
+        top_p 1.0, rng_seed None = random, unless given): one by one, or whole as `sample=`, not both.
 
         With the char tokenizer each piece is one character and there are exactly `length`. With
         BPE a piece is a token's text (" the", "ing", ":\n"), and generation stops with the token
@@ -127,7 +136,8 @@ class Generator:
         which is yielded (chargen.stops). Arguments are checked when it is called, before any
         text is made.
         """
-        cfg = _sample_config(seed, length, temperature, top_k, top_p, rng_seed, unknown)
+        cfg = _sample_config(seed, unknown, sample, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                             rng_seed=rng_seed)
         return self._stream(seed, cfg, unknown, StopStrings(stop))
 
     def _stream(self, seed: str, cfg: SampleConfig, unknown: str, stops: StopStrings) -> Iterator[str]:
@@ -140,10 +150,11 @@ class Generator:
             if stops.hit(piece):
                 return
 
-    def stream_many(self, seed: str = "", num_samples: int = 16, length: int = 500, temperature: float = 0.8,
-                    top_k: int = 0, top_p: float = 1.0, rng_seed: int | None = None,
-                    unknown: str = "error", stop: Sequence[str] = ()) -> Iterator[list[str]]:
-        """`num_samples` independent continuations of one seed, generated together.
+    def stream_many(self, seed: str = "", num_samples: int = 16, length: int | None = None,
+                    temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                    rng_seed: int | None = None, unknown: str = "error", stop: Sequence[str] = (), *,
+                    sample: SampleConfig | None = None) -> Iterator[list[str]]:
+        """`num_samples` independent continuations of one seed, generated together (sampling options as `stream`'s).
 
         Yields one list of `num_samples` pieces of text per step (characters, or token texts with
         BPE; a sample that already has `length` characters, or ended with a `stop` string, gets "" while
@@ -154,8 +165,9 @@ class Generator:
         are checked when it is called.
         """
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-            raise ConfigError(f"--num-samples must be a positive integer, got {num_samples!r}")
-        cfg = _sample_config(seed, length, temperature, top_k, top_p, rng_seed, unknown)
+            raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}", arguments=("num_samples",))
+        cfg = _sample_config(seed, unknown, sample, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                             rng_seed=rng_seed)
         check_sampling_fits(self.config, num_samples, cfg.length)
         stops = [StopStrings(stop) for _ in range(num_samples)]
         return self._stream_many(seed, num_samples, cfg, unknown, stops)
@@ -167,7 +179,7 @@ class Generator:
         try:
             self.prime(seed, unknown)
             logits = np.repeat(self.next_logits()[None, :], num_samples, axis=0)
-            state = [(np.repeat(h, num_samples, 0), np.repeat(c, num_samples, 0)) for h, c in self._state]
+            state = [tuple(np.repeat(a, num_samples, 0) for a in layer) for layer in self._state]
         finally:
             self._state, self._logits = saved
         tokens = self.tokenizer.tokens
@@ -189,19 +201,20 @@ class Generator:
         if (token_lengths == 1).all():  # one character per token: exactly `length` steps, no counting per step
             live = np.ones(len(logits), bool)
             for _ in range(cfg.length):
-                idx = pick(logits, cfg.temperature, cfg.top_k, cfg.top_p, rng)
+                idx = pick(logits, cfg, rng)
                 logits, state = self.stepper.step(idx, state)
                 yield idx, live, logits, state
             return
         have = np.zeros(len(logits), np.int64)  # characters generated so far, per row
         while (have < cfg.length).any():
             live = have < cfg.length
-            idx = pick(logits, cfg.temperature, cfg.top_k, cfg.top_p, rng)
+            idx = pick(logits, cfg, rng)
             have += np.where(live, token_lengths[idx], 0)
             logits, state = self.stepper.step(idx, state)
             yield idx, live, logits, state
 
-    def generate(self, seed: str = "", length: int = 500, **kwargs) -> str:
+    def generate(self, seed: str = "", length: int | None = None, **kwargs) -> str:
+        """The text `stream` yields, joined (the same arguments)."""
         return "".join(self.stream(seed, length, **kwargs))
 
     def keras_model(self):
@@ -216,16 +229,28 @@ class Generator:
 def check_sampling_fits(cfg: ModelConfig, num_samples: int, length: int) -> None:
     """ConfigError unless `num_samples` rows of `length` characters could fit in the memory available now."""
     memory.check_fits(memory.sampling_bytes(cfg, num_samples, length),
-                      f"generating {num_samples:,} samples of --length {length:,} together", "lower --num-samples")
+                      f"generating {num_samples:,} samples of length {length:,} together", "lower num_samples",
+                      ("num_samples", "length"))
 
 
-def _sample_config(seed: object, length: int, temperature: float, top_k: int, top_p: float, rng_seed: int | None,
-                   unknown: str) -> SampleConfig:
-    """The checked sampling options (TypeError for a seed that is not text, ConfigError for a bad option)."""
+def _sample_config(seed: object, unknown: str, sample: object, **options: object) -> SampleConfig:
+    """The checked sampling options: `sample` whole, or a SampleConfig of the `options` given (not None).
+
+    TypeError for a seed that is not text, a `sample` that is not a SampleConfig or one given with
+    separate options; ConfigError for a bad option.
+    """
     if not isinstance(seed, str):
         raise TypeError(f"seed must be a str (\"\" for none), got {type(seed).__name__}")
     check_unknown(unknown)
-    return SampleConfig(length, temperature, top_k, top_p, rng_seed).validate()
+    given = {k: v for k, v in options.items() if v is not None}
+    if sample is None:
+        return SampleConfig(**given).validate()
+    if not isinstance(sample, SampleConfig):
+        raise TypeError(f"sample must be a chargen.SampleConfig, got {type(sample).__name__}")
+    if given:
+        raise TypeError(f"give the sampling options whole (sample=) or one by one, not both: {', '.join(given)} "
+                        "given with sample")
+    return sample.validate()
 
 
 def load(checkpoint: str | os.PathLike[str] | None = None, which: str = "best",

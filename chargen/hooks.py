@@ -23,10 +23,6 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_loss: float | None = None
 
-    @property
-    def checkpoint(self) -> Path:
-        return self.run_dir
-
 
 @dataclass(frozen=True)
 class EpochEnd:

@@ -25,8 +25,8 @@ from chargen.budget import Budget
 from chargen.distributed import Engine, mean_loss
 from chargen.errors import CheckpointError, TrainingDiverged, TrainingInterrupted
 from chargen.hooks import EpochEnd, StepEnd, TrainResult, split_callbacks  # noqa: F401 (EpochEnd, StepEnd re-exported)
-from chargen.model import build_model, reset_state
-from chargen.precision import gpu_visible, lstm_kernel
+from chargen.net.model import build_model, reset_state
+from chargen.precision import gpu_visible, training_kernel
 from chargen.signals import StopOnSignal, exit_code, signal_name
 from chargen.trainlog import TrainLog, end_fields, start_fields
 
@@ -60,7 +60,7 @@ class TrainingLoop:
         self.budget = Budget.of(tcfg, train_streams.num_batches)
         keras.utils.set_random_seed(tcfg.seed)
         tf.config.experimental.enable_op_determinism()
-        self.kernel = lstm_kernel(tcfg, gpu_visible())
+        self.kernel = training_kernel(tcfg, gpu_visible())
         # One device, or R replicas each owning B/R of the streams (chargen/distributed.py).
         self.engine = engine or Engine(tcfg.distribute, tcfg.batch_size)
         self.model, self.optimizer = self.engine.build(mcfg, tcfg, self.kernel)

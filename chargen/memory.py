@@ -15,21 +15,24 @@ from pathlib import Path
 
 from chargen.config import ModelConfig
 from chargen.errors import ConfigError
+from chargen.net import get_cell
 
 FLOAT = 4  # bytes
 
 
 def weight_count(cfg: ModelConfig) -> int:
-    """How many numbers the model's weights hold (embedding, LSTM layers, dense)."""
-    from chargen.checkpoint import weight_shapes
+    """How many numbers the model's weights hold (embedding, recurrent layers, dense)."""
+    from chargen.net.layout import weight_shapes
 
     return sum(math.prod(s) for s in weight_shapes(cfg))
 
 
 def training_bytes(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
     """At least this much is needed to train: weights, gradients and Adam's two slots, a validation copy of
-    the weights, and per step the embeddings, four gates + cell + hidden per LSTM unit, logits and their gradient."""
-    per_position = cfg.embed + sum(6 * u for u in cfg.units) + 2 * cfg.vocab_size
+    the weights, and per step the embeddings, the gates and the state tensors per unit (LSTM: 4 + 2, GRU: 3 + 1),
+    logits and their gradient."""
+    cell = get_cell(cfg.cell)
+    per_position = cfg.embed + sum((cell.gates + len(cell.state)) * u for u in cfg.units) + 2 * cfg.vocab_size
     return FLOAT * (5 * weight_count(cfg) + batch_size * seq_len * per_position)
 
 
@@ -42,15 +45,17 @@ def evaluation_bytes(cfg: ModelConfig, rows: int, seq_len: int) -> int:
 def sampling_bytes(cfg: ModelConfig, rows: int, length: int) -> int:
     """At least this much is needed to generate `rows` samples together: the Keras and numpy copies of the
     weights, each row's state and float64 logits, and a reference per generated piece of text kept for output."""
-    per_row = FLOAT * 2 * sum(cfg.units) + 8 * 2 * cfg.vocab_size + 8 * length
+    per_row = FLOAT * len(get_cell(cfg.cell).state) * sum(cfg.units) + 8 * 2 * cfg.vocab_size + 8 * length
     return 2 * FLOAT * weight_count(cfg) + rows * per_row
 
 
-def check_fits(need: int, what: str, fix: str) -> None:
-    """ConfigError "... needs at least X of memory and Y is available; FIX" when `need` is more than is available."""
+def check_fits(need: int, what: str, fix: str, arguments: tuple[str, ...] = ()) -> None:
+    """ConfigError "... needs at least X of memory and Y is available; FIX" when `need` is more than is available
+    (`arguments`: those that `what` and `fix` name, as ChargenError.arguments)."""
     have = available_bytes()
     if have is not None and need > have:
-        raise ConfigError(f"{what} needs at least {size_text(need)} of memory, and {size_text(have)} is available; {fix}")
+        raise ConfigError(f"{what} needs at least {size_text(need)} of memory, and {size_text(have)} is available; {fix}",
+                          arguments=arguments)
 
 
 def available_bytes() -> int | None:

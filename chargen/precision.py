@@ -2,19 +2,20 @@
 
 Training (`chargen train --precision auto|bf16|fp32`, TrainConfig.precision):
 - fp32: everything in float32.
-- bf16: mixed precision in chargen's FastLSTM: the LSTM layers' matrix products take bfloat16
-  operands; the weights (the optimizer's master copy), the LSTM state, the gates, the output
-  layer, the softmax and the loss stay float32, and so do checkpoints (chargen/fastlstm.py).
+- bf16: mixed precision in chargen's fast training layer: the recurrent layers' matrix products
+  take bfloat16 operands; the weights (the optimizer's master copy), the state, the gates, the
+  output layer, the softmax and the loss stay float32, and so do checkpoints
+  (chargen/net/recurrence.py).
 - auto: bf16 where it pays, else fp32. It pays on a CPU with native BF16 instructions
   (AVX512_BF16 or AMX-BF16) and layers big enough that the products dominate: the bf16 time
   loop calls TensorFlow's bf16 matmul and an XLA-fused cell per step, which costs more per step
   than fp32's single XLA loop, so small layers lose (BF16_MIN_UNITS, measured in
-  docs/performance.md). On a GPU (where auto picks the stock Keras LSTM for cuDNN) it stays
+  docs/performance.md). On a GPU (where auto picks the stock Keras layer for cuDNN) it stays
   fp32: nothing was measured there. A new run records what auto chose, so a resume continues
   in the same precision; runs from before this option trained, and resume, in fp32.
-- The stock Keras LSTM (`--lstm keras`) is refused in bf16: under Keras's mixed_bfloat16 policy
-  it carries its cell state through the window in bfloat16 (its state variables are float32,
-  but the loop's c is not), which is not the float32 state chargen keeps.
+- The stock Keras layers (`--kernel keras`) are refused in bf16: under Keras's mixed_bfloat16
+  policy they carry their state through the window in bfloat16 (their state variables are
+  float32, but the loop's h and c are not), which is not the float32 state chargen keeps.
 
 Generation and evaluation (`--precision fp32|int8`): fp32 is the exact numpy engine (and the
 Keras model for eval); int8 is chargen/quantized.py's LiteRT engine.
@@ -30,15 +31,15 @@ from chargen.errors import ConfigError
 
 GENERATION = ("fp32", "int8")
 TRAINING = ("auto", "bf16", "fp32")
-BF16_MIN_UNITS = 256  # auto: bf16 only when the widest LSTM layer has at least this many units
+BF16_MIN_UNITS = 256  # auto: bf16 only when the widest recurrent layer has at least this many units
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def generation_precision(precision: object) -> str:
-    """'fp32' or 'int8', else ConfigError naming --precision."""
+    """'fp32' or 'int8', else ConfigError naming precision."""
     if precision not in GENERATION:
-        raise ConfigError(f"--precision must be one of {', '.join(GENERATION)} for sampling and evaluation, "
-                          f"got {precision!r}")
+        raise ConfigError(f"precision must be one of {', '.join(GENERATION)} for sampling and evaluation, "
+                          f"got {precision!r}", arguments=("precision",))
     return str(precision)
 
 
@@ -52,12 +53,12 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 
 def training_precision(tcfg: TrainConfig, units: Sequence[int], kernel: str, gpu: bool) -> tuple[str, str]:
-    """(fp32 or bf16, why) for a new run with this LSTM kernel ("fast" or "keras"); ConfigError for bf16 with keras."""
+    """(fp32 or bf16, why) for a new run with this training kernel ("fast" or "keras"); ConfigError for bf16 with keras."""
     if tcfg.precision == "bf16":
         if kernel != "fast":
-            how = "--lstm auto chose it because a GPU is visible" if tcfg.lstm == "auto" else "--lstm keras"
-            raise ConfigError(f"--precision bf16 needs --lstm fast ({how}): the stock Keras LSTM would carry its "
-                              "cell state in bfloat16; add --lstm fast or use --precision fp32")
+            how = "kernel 'auto' chose it because a GPU is visible" if tcfg.kernel == "auto" else "kernel 'keras'"
+            raise ConfigError(f"precision 'bf16' needs kernel 'fast' ({how}): the stock Keras layer would carry its "
+                              "state in bfloat16; set kernel 'fast' or precision 'fp32'", arguments=("precision", "kernel"))
         return "bf16", "asked for"
     if tcfg.precision == "fp32":
         return "fp32", "asked for"
@@ -70,9 +71,9 @@ def training_precision(tcfg: TrainConfig, units: Sequence[int], kernel: str, gpu
     return "bf16", "auto: this CPU has native BF16"
 
 
-def lstm_kernel(tcfg: TrainConfig, gpu: bool) -> str:
-    """The training kernel --lstm names: auto is keras (cuDNN) where a GPU is visible, else fast."""
-    return tcfg.lstm if tcfg.lstm != "auto" else ("keras" if gpu else "fast")
+def training_kernel(tcfg: TrainConfig, gpu: bool) -> str:
+    """The training kernel --kernel names: auto is keras (cuDNN) where a GPU is visible, else fast."""
+    return tcfg.kernel if tcfg.kernel != "auto" else ("keras" if gpu else "fast")
 
 
 def gpu_visible() -> bool:

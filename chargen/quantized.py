@@ -1,15 +1,16 @@
 """The int8 generation engine: the exported step with int8 weights, run by LiteRT (XNNPACK).
 
-It has the numpy engine's interface (chargen.sampling.NumpyLSTM, chargen.cores.Stepper):
-`step(ids (R,), state) -> (logits (R, V), new state)`, pure, any number of rows R, and
-`logits(top_h)`, so the Generator (one stream and stream_many), evaluation and a server can
-take either engine. The output layer runs in float32 numpy on the top layer's h, in `step` as
-in `logits`, so a state set by hand predicts exactly what the step that reached it predicted.
+It has the numpy engine's interface (chargen.net.numpy_engine.NumpyEngine, chargen.cores.Stepper):
+`step(ids (R,), state) -> (logits (R, V), new state)`, pure, any number of rows R,
+`logits(top_h)` and `zero_state(rows)`, so the Generator (one stream and stream_many),
+evaluation and a server can take either engine, for any cell. The output layer runs in float32
+numpy on the top layer's h, in `step` as in `logits`, so a state set by hand predicts exactly
+what the step that reached it predicted.
 
 What runs: chargen.exporters.step builds the single-step graph (the one `chargen export` writes),
 here with a free number of rows; TFLite's converter applies dynamic-range quantization (the
 weight matrices become int8, one scale per output column; at run time each row's activations
-are quantized to int8 before every product; inputs, outputs, gates and the LSTM state stay
+are quantized to int8 before every product; inputs, outputs, gates and the state stay
 float32) and LiteRT's XNNPACK runs the int8 products (VNNI where the CPU has it). One stream is
 bound by reading the weights once per character, so a quarter of the bytes is most of the gain.
 
@@ -35,12 +36,14 @@ from typing import Sequence
 
 import numpy as np
 
+from chargen.config import ModelConfig
+from chargen.net import get_cell
+from chargen.net.layout import State, zero_state
 
-CACHE_VERSION = 1  # part of the key: bump when the conversion changes
+CACHE_VERSION = 2  # part of the key: bump when the conversion changes (2: the cell is part of the key)
 CHECK_STEPS, CHECK_TOLERANCE = 8, 0.25  # max |p_int8 - p_fp32| over the check's steps
 MAX_RUNNERS = 4  # interpreters kept, one per row count in use (each plans its own buffers)
 
-State = list[tuple[np.ndarray, np.ndarray]]
 
 
 def int8_threads() -> int:
@@ -61,9 +64,9 @@ def cache_dir() -> Path:
     return Path(base) / "chargen"
 
 
-def weights_key(weights: Sequence[np.ndarray], units: Sequence[int]) -> str:
-    """A hash of the weights (dtype, shape and bytes of each array, in order) and the layer sizes."""
-    h = hashlib.sha256(f"chargen-int8 v{CACHE_VERSION} units={list(units)}".encode())
+def weights_key(weights: Sequence[np.ndarray], cfg: ModelConfig) -> str:
+    """A hash of the weights (dtype, shape and bytes of each array, in order), the cell and the layer sizes."""
+    h = hashlib.sha256(f"chargen-int8 v{CACHE_VERSION} cell={cfg.cell} units={list(cfg.units)}".encode())
     for w in weights:
         a = np.ascontiguousarray(w)
         h.update(f"{a.dtype.str}{a.shape}".encode())
@@ -71,55 +74,63 @@ def weights_key(weights: Sequence[np.ndarray], units: Sequence[int]) -> str:
     return h.hexdigest()[:32]
 
 
-class Int8LSTM:
-    """Embedding -> LSTM layers -> Dense, one step for R rows, on int8 weights (see the module doc)."""
+class Int8Engine:
+    """Embedding -> recurrent layers -> Dense, one step for R rows, on int8 weights (see the module doc)."""
 
-    def __init__(self, model: bytes, units: Sequence[int], dense: tuple[np.ndarray, np.ndarray],
+    def __init__(self, model: bytes, cell: str, units: Sequence[int], dense: tuple[np.ndarray, np.ndarray],
                  threads: int | None = None):
         self.model, self.units = model, tuple(int(u) for u in units)
+        from chargen.exporters.step import state_names
+
+        self.cell = get_cell(cell)
+        self.names = state_names(self.cell, len(self.units))  # the exported graph's state inputs and outputs
         self.dense_kernel, self.dense_bias = (np.asarray(a, np.float32) for a in dense)
         self.threads = threads or int8_threads()
         self._runners: OrderedDict[int, object] = OrderedDict()
 
     @classmethod
-    def from_weights(cls, weights: Sequence[np.ndarray], units: Sequence[int], threads: int | None = None,
-                     cache: Path | None | bool = True) -> "Int8LSTM":
-        """The engine for these weights (get_weights() order), from the cache or converted now.
-
-        `cache`: True for cache_dir(), a folder, or False to convert without caching.
+    def from_weights(cls, cfg: ModelConfig, weights: Sequence[np.ndarray], threads: int | None = None,
+                     cache: Path | None | bool = True) -> "Int8Engine":
+        """The engine for the model `cfg` describes with these weights (get_weights() order), from the cache
+        or converted now. `cache`: True for cache_dir(), a folder, or False to convert without caching.
         """
-        from chargen.exporters.step import _numpy_stepper
+        from chargen.net.numpy_engine import NumpyEngine
 
-        reference = _numpy_stepper(list(weights), len(units))
+        reference = NumpyEngine.from_weights(cfg, list(weights))
         dense = (reference.dense_kernel, reference.dense_bias)
+        units = cfg.units
         folder = cache_dir() if cache is True else (Path(cache) if cache else None)
-        path = folder / "int8" / f"{weights_key(weights, units)}.tflite" if folder else None
+        path = folder / "int8" / f"{weights_key(weights, cfg)}.tflite" if folder else None
         if path is not None and path.is_file():
-            engine = cls(path.read_bytes(), units, dense, threads)
+            engine = cls(path.read_bytes(), cfg.cell, units, dense, threads)
             try:
                 engine.check(reference)
                 return engine
             except Exception:  # damaged or stale: convert again and replace it
                 pass
-        engine = cls(_convert(reference, tuple(units)), units, dense, threads)
+        engine = cls(_convert(reference), cfg.cell, units, dense, threads)
         engine.check(reference)  # a fresh conversion that fails this is a bug: let it raise
         if path is not None:
             _save(path, engine.model)
         return engine
 
-    def copy(self, threads: int | None = None) -> "Int8LSTM":
+    def copy(self, threads: int | None = None) -> "Int8Engine":
         """The same model with interpreters of its own (an interpreter serves one thread at a time)."""
-        return Int8LSTM(self.model, self.units, (self.dense_kernel, self.dense_bias), threads or self.threads)
+        return Int8Engine(self.model, self.cell.name, self.units, (self.dense_kernel, self.dense_bias),
+                          threads or self.threads)
 
     def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """ids (R,) -> (logits (R, V), new state). Pure: the given state is not modified."""
         ids = np.asarray(ids, np.int32).reshape(-1)
         feed = {"token": ids}
-        for i, (h, c) in enumerate(state):
-            feed[f"h{i}"], feed[f"c{i}"] = np.asarray(h, np.float32), np.asarray(c, np.float32)
+        for names, arrays in zip(self.names, state):
+            feed.update((n, np.asarray(a, np.float32)) for n, a in zip(names, arrays))
         out = self._runner(len(ids))(**feed)
-        state = [(out[f"h{i}"], out[f"c{i}"]) for i in range(len(self.units))]
+        state = [tuple(out[n] for n in names) for names in self.names]
         return self.logits(state[-1][0]), state
+
+    def zero_state(self, rows: int = 1) -> State:
+        return zero_state(self.cell.name, self.units, rows)
 
     def logits(self, top_h: np.ndarray) -> np.ndarray:
         """The next-token logits (R, V) from the top layer's h, in float32 (the same in `step`)."""
@@ -131,7 +142,7 @@ class Int8LSTM:
             from chargen._quiet import native_stderr_hidden
             from chargen.exporters.tflite import SIGNATURE, tflite_interpreter
 
-            zeros = {f"{k}{i}": np.zeros((rows, u), np.float32) for i, u in enumerate(self.units) for k in "hc"}
+            zeros = {n: np.zeros((rows, u), np.float32) for names, u in zip(self.names, self.units) for n in names}
             # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on the first call,
             # when it plans the buffers for this many rows: make that call here, quietly.
             with native_stderr_hidden():
@@ -148,7 +159,7 @@ class Int8LSTM:
     def check(self, reference, steps: int = CHECK_STEPS) -> None:
         """Step this engine and the fp32 numpy engine side by side; RuntimeError if they drift apart."""
         vocab = reference.dense_bias.shape[0]
-        ours = theirs = [(np.zeros((1, u), np.float32), np.zeros((1, u), np.float32)) for u in self.units]
+        ours = theirs = self.zero_state(1)
         for t in range(steps):
             token = np.array([(7 * t + 1) % vocab])
             got, ours = self.step(token, ours)
@@ -159,13 +170,13 @@ class Int8LSTM:
                                    f"(max |p_int8 - p_fp32| {gap:.3g} > {CHECK_TOLERANCE})")
 
 
-def _convert(reference, units: tuple[int, ...]) -> bytes:
+def _convert(reference) -> bytes:
     from chargen._quiet import native_stderr_hidden
-    from chargen.exporters.step import _step_module
+    from chargen.exporters.step import step_module
     from chargen.exporters.tflite import to_tflite
 
     with native_stderr_hidden():  # the converter logs to stderr from C++
-        return to_tflite(_step_module(reference, units, rows=None), int8=True)
+        return to_tflite(step_module(reference, rows=None), int8=True)
 
 
 def _save(path: Path, model: bytes) -> None:

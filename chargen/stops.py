@@ -17,17 +17,18 @@ MAX_STOPS = 16  # stop strings per generation
 MAX_STOP_CHARS = 200  # characters per stop string
 
 
-def check_stops(stop: Any, name: str = "--stop") -> tuple[str, ...]:
+def check_stops(stop: Any, name: str = "stop") -> tuple[str, ...]:
     """The stop strings as a tuple; ConfigError (naming `name`) unless a list of 1-200 character strings, 16 at most."""
     if stop is None:
         return ()
     if isinstance(stop, str) or not isinstance(stop, (list, tuple)):
-        raise ConfigError(f"{name} must be a list of strings, got {stop!r}")
+        raise ConfigError(f"{name} must be a list of strings, got {stop!r}", arguments=(name,))
     if len(stop) > MAX_STOPS:
-        raise ConfigError(f"{name} takes at most {MAX_STOPS} strings, got {len(stop)}")
+        raise ConfigError(f"{name} takes at most {MAX_STOPS} strings, got {len(stop)}", arguments=(name,))
     for s in stop:
         if not isinstance(s, str) or not 1 <= len(s) <= MAX_STOP_CHARS:
-            raise ConfigError(f"{name} must hold strings of 1 to {MAX_STOP_CHARS} characters, got {s!r}")
+            raise ConfigError(f"{name} must hold strings of 1 to {MAX_STOP_CHARS} characters, got {s!r}",
+                              arguments=(name,))
     return tuple(stop)
 
 

@@ -61,7 +61,7 @@ def start_token(tokenizer: Tokenizer) -> int:
 def check_unknown(unknown: str) -> None:
     """ConfigError unless `unknown` is a policy for characters the vocabulary lacks: error or skip."""
     if unknown not in ("error", "skip"):
-        raise ConfigError(f"--unknown must be 'error' or 'skip', got {unknown!r}")
+        raise ConfigError(f"unknown must be 'error' or 'skip', got {unknown!r}", arguments=("unknown",))
 
 
 def known_text(tokenizer: Tokenizer, text: str, unknown: str, what: str = "text") -> tuple[str, int]:

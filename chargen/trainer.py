@@ -27,7 +27,7 @@ from chargen import checkpoint as ckpt
 from chargen import finetune, memory
 from chargen.budget import DEFAULT_EPOCHS
 from chargen.checkpoint import check_name, default_name
-from chargen.config import ModelConfig, TrainConfig, flag
+from chargen.config import ModelConfig, TrainConfig, renamed
 from chargen.corpus import check_source, read_text
 from chargen.distributed import Engine, worker_run_dir
 from chargen.errors import (CheckpointError, ConfigError, CorpusError, TrainingDiverged,  # noqa: F401 (re-exported)
@@ -35,7 +35,7 @@ from chargen.errors import (CheckpointError, ConfigError, CorpusError, TrainingD
 from chargen.hooks import EpochEnd, StepEnd, TrainResult, split_callbacks  # noqa: F401 (re-exported)
 from chargen.loop import TrainingLoop as _Loop
 from chargen.paths import check_path
-from chargen.precision import gpu_visible, lstm_kernel, training_precision
+from chargen.precision import gpu_visible, training_kernel, training_precision
 from chargen.runlock import RunLock, refuse_if_locked
 from chargen.streams import Streams, split
 from chargen.tokenizer import build_tokenizer
@@ -48,7 +48,8 @@ CHANGEABLE_ON_RESUME = BUDGETS + ("save_every", "distribute")
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Keyword options -> (ModelConfig fields, TrainConfig fields); unknown names are an error."""
+    """Keyword options -> (ModelConfig fields, TrainConfig fields); unknown names are an error (`lstm` is `kernel`)."""
+    options = renamed(TrainConfig, options)
     m_names = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
     t_names = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(options) - m_names - t_names)
@@ -206,7 +207,7 @@ def _train_locked(corpus, plan: RunPlan, resume: bool, overwrite: bool, trainlog
     precision_why = "as the run started"
     if tcfg.precision == "auto" or snap is None:  # auto -> what it chose, recorded so a resume keeps it
         gpu = gpu_visible()
-        precision, precision_why = training_precision(tcfg, mcfg.units, lstm_kernel(tcfg, gpu), gpu)
+        precision, precision_why = training_precision(tcfg, mcfg.units, training_kernel(tcfg, gpu), gpu)
         tcfg = replace(tcfg, precision=precision)
 
     text = read_text(corpus)
@@ -261,9 +262,9 @@ def _resume_configs(snap: ckpt.Snapshot, m_opts: dict, t_opts: dict) -> tuple[Mo
             if key == "precision" and value == "auto":  # auto chose when the run started; it keeps that
                 continue
             if key not in CHANGEABLE_ON_RESUME and value is not None and getattr(cfg, key) != value:
-                raise ConfigError(f"{flag(key)} {value!r} differs from the checkpoint's {getattr(cfg, key)!r}; "
-                                  "a resumed run keeps its settings (only --epochs, --steps, --minutes, "
-                                  "--save-every and --distribute may change)")
+                raise ConfigError(f"{key} {value!r} differs from the checkpoint's {getattr(cfg, key)!r}; "
+                                  f"a resumed run keeps its settings (only {', '.join(CHANGEABLE_ON_RESUME)} may "
+                                  "change)", arguments=(key, *CHANGEABLE_ON_RESUME))
     tcfg = snap.train
     changes = {key: t_opts[key] for key in CHANGEABLE_ON_RESUME if t_opts.get(key) is not None}
     if any(key in changes for key in BUDGETS):  # a new budget replaces the old one

@@ -55,9 +55,10 @@ def check_log_options(log_every: Any, log_format: Any) -> None:
     """ConfigError for a bad `log_every` (seconds >= 0; 0 = a line after every step) or `log_format`."""
     if not (isinstance(log_every, (int, float)) and not isinstance(log_every, bool) and math.isfinite(log_every)
             and log_every >= 0):
-        raise ConfigError(f"--log-every must be a number of seconds >= 0 (0: a line after every step), got {log_every!r}")
+        raise ConfigError(f"log_every must be a number of seconds >= 0 (0: a line after every step), got {log_every!r}",
+                          arguments=("log_every",))
     if log_format not in FORMATS:
-        raise ConfigError(f"--log-format must be one of {', '.join(FORMATS)}, got {log_format!r}")
+        raise ConfigError(f"log_format must be one of {', '.join(FORMATS)}, got {log_format!r}", arguments=("log_format",))
 
 
 class TrainLog:
@@ -215,7 +216,8 @@ def describe_start(i: dict[str, Any]) -> str:
     lr = f"lr {i['lr']:g}" + (f" cosine to {i['lr'] * i['lr_final']:.3g}" if i["lr_decay"] == "cosine" else " constant")
     val = (f"validation {v['streams']} streams ({v['steps']:,} steps)" if v else "no validation")
     saves = f"a snapshot every {i['save_every']:g} min" if i["save_every"] else "snapshots at epoch ends"
-    return (f"training {i['run']} ({where}, seed {i['seed']}): LSTM {','.join(map(str, m['units']))}, embed "
+    return (f"training {i['run']} ({where}, seed {i['seed']}): {m['cell'].upper()} "
+            f"{','.join(map(str, m['units']))}, embed "
             f"{m['embed']}, {m['vocab_size']:,} tokens ({m['tokenizer']}), {m['parameters']:,} parameters, "
             f"{i['kernel']} kernel, {i['precision']} ({i['precision_why']}); "
             f"{i['streams']} streams x {i['seq_len']} = {i['chars_per_step']:,.0f} chars a step, "
@@ -230,7 +232,7 @@ def start_fields(loop: Any) -> dict[str, Any]:
     return {
         "run": str(loop.run_dir), "seed": t.seed,
         "resumed": None if loop.resumed_at is None else {"epoch": loop.resumed_at[0] + 1, "step": loop.resumed_at[1]},
-        "model": {"units": list(m.units), "embed": m.embed, "dropout": m.dropout, "vocab_size": m.vocab_size,
+        "model": {"cell": m.cell, "units": list(m.units), "embed": m.embed, "dropout": m.dropout, "vocab_size": m.vocab_size,
                   "tokenizer": loop.tokenizer.kind, "parameters": int(loop.model.count_params())},
         "kernel": loop.kernel, "precision": t.precision, "precision_why": loop.precision_why,
         "distributed": loop.engine.describe() if loop.engine.distributed else None,

@@ -33,15 +33,27 @@ def small_text() -> str:
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, small_text):
-    """A tiny model trained for 2 epochs; reused by tests that only read it."""
+def trained_runs(tmp_path_factory, small_text):
+    """run(cell) -> a tiny model of that cell ("lstm", "gru") trained for 2 epochs, once per session; for tests
+    that only read it."""
     import chargen
 
-    d = tmp_path_factory.mktemp("run")
-    book = d / "book.txt"
-    book.write_text(small_text, encoding="utf-8")
-    result = chargen.train(book, root=d / "checkpoints", epochs=2, seed=3, progress=False, **TINY)
-    return result
+    made = {}
+
+    def run(cell: str):
+        if cell not in made:
+            d = tmp_path_factory.mktemp(f"run-{cell}")
+            book = d / "book.txt"
+            book.write_text(small_text, encoding="utf-8")
+            made[cell] = chargen.train(book, root=d / "checkpoints", epochs=2, seed=3, progress=False, cell=cell, **TINY)
+        return made[cell]
+    return run
+
+
+@pytest.fixture(scope="session")
+def trained_run(trained_runs):
+    """The tiny LSTM trained for 2 epochs (trained_runs("lstm"))."""
+    return trained_runs("lstm")
 
 
 @pytest.fixture(scope="session")

@@ -29,9 +29,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-LOOP, CKPT, GEN = "chargen/loop.py", "chargen/checkpoint/writing.py", "chargen/generate.py"
+LOOP, CKPT, GEN, NET = "chargen/loop.py", "chargen/checkpoint/writing.py", "chargen/generate.py", "chargen/net/"
 LOOP_TESTS = ["tests/test_loop_state.py"]
 RESUME_TESTS = ["tests/test_resume_exact.py"]
+CELL_TESTS = ["tests/test_cells.py", "tests/test_cores.py"]
 CRASH_TESTS = ["tests/test_crash_consistency.py"]
 BATCH = "                x, y = self.streams.batch(self.step)\n"
 
@@ -87,14 +88,14 @@ MUTATIONS: list[tuple[str, str, str | tuple[str, ...], str | tuple[str, ...], li
      "while self.step < n - 1 and not self.stop_requested:", LOOP_TESTS),
     ("last batch fed twice (first skipped)", LOOP, BATCH,
      "                x, y = self.streams.batch(min(self.step + 1, n - 1))\n", LOOP_TESTS),
-    ("the training kernel does not carry its state to the next batch", "chargen/fastlstm.py",
-     "        self.states[0].assign(hs[-1])\n        self.states[1].assign(c_last)\n", "", LOOP_TESTS),
+    ("the training kernel does not carry its state to the next batch", NET + "fast_layer.py",
+     "        for v, value in zip(self.states, (hs[-1], *carries_last)):\n            v.assign(value)\n", "", LOOP_TESTS),
     ("`best` moved on a non-improving epoch", LOOP, "improved = self.best is None or score < self.best",
      "improved = True", LOOP_TESTS),
     # ---- resuming
     ("resume restores the state into the wrong rows", "chargen/distributed.py",
-     "check_state([(lstm[i], lstm[i + 1]) for i in range(0, n, 2)]",
-     "check_state([(lstm[i][::-1], lstm[i + 1][::-1]) for i in range(0, n, 2)]", RESUME_TESTS),
+     "check_state([tuple(flat[i:i + k]) for i in range(0, n, k)]",
+     "check_state([tuple(a[::-1] for a in flat[i:i + k]) for i in range(0, n, k)]", RESUME_TESTS),
     ("progress step saved one off (mid-epoch)", LOOP, '"step": self.step, "best_loss"',
      '"step": self.step + 1 if self.step else 0, "best_loss"', RESUME_TESTS),
     ("resume forgets the optimizer state", LOOP, "        for v, a in zip(opt_vars, saved):\n            v.assign(a)",
@@ -108,18 +109,20 @@ MUTATIONS: list[tuple[str, str, str | tuple[str, ...], str | tuple[str, ...], li
      "    if False:\n        _check_same_book(", ["tests/test_resume_book.py"]),
     # ---- the Generator and its numpy step
     ("set_state forgets the next-token distribution (the start token is fed again)", GEN,
-     "self._logits = None if start else self.stepper.lstm.logits(state[-1][0])[0]", "self._logits = None",
+     "self._logits = None if start else self.stepper.logits(state[-1][0])[0]", "self._logits = None",
      ["tests/test_state_roundtrip.py"]),
-    ("set_state accepts (and broadcasts) a wrong-shaped state", "chargen/model.py", "if arr.shape != tuple(shape):",
+    ("set_state accepts (and broadcasts) a wrong-shaped state", "chargen/net/model.py", "if arr.shape != tuple(shape):",
      "if arr.ndim != len(shape):", ["tests/test_model_state.py", "tests/test_generate.py::test_state_api"]),
-    ("the numpy step stacks a deeper layer's weights as [h, x] (weights copied wrongly)", "chargen/sampling.py",
-     "np.vstack([k, r])", "np.vstack([r, k])", ["tests/test_batch1_copy.py", "tests/test_cores.py"]),
-    ("the Generator takes each layer's bias from the wrong layer", "chargen/sampling.py",
-     'get[f"lstm_{i}/bias"]) for i in range(n)]', 'get[f"lstm_{n - 1 - i}/bias"]) for i in range(n)]',
-     ["tests/test_batch1_copy.py"]),
+    ("the numpy step stacks a deeper LSTM layer's weights as [h, x] (weights copied wrongly)", NET + "lstm.py",
+     "np.vstack([kernel, recurrent_kernel])", "np.vstack([recurrent_kernel, kernel])",
+     ["tests/test_batch1_copy.py", "tests/test_cores.py"]),
+    ("the Generator takes each layer's bias from the wrong layer", NET + "layout.py",
+     'by_name[f"{cell.name}_{i}/{role}"]',
+     'by_name[f"{cell.name}_{len(cfg.units) - 1 - i if role == \'bias\' else i}/{role}"]', ["tests/test_batch1_copy.py"]),
     ("eval does not carry state from batch to batch", "chargen/evaluation.py",
-     "                x, y, weight = self.batch(k)\n",
-     "                reset_state(model)\n                x, y, weight = self.batch(k)\n", ["tests/test_evaluate.py"]),
+     "            x, y, weight = self.batch(k)\n            total += float(summed_nats(",
+     "            reset_state(model)\n            x, y, weight = self.batch(k)\n            total += float(summed_nats(",
+     ["tests/test_evaluate.py"]),
     # ---- checkpoints on disk
     ("pruning deletes the snapshot `last` names", "chargen/checkpoint/pointers.py", "    for name in POINTERS:\n",
      '    for name in ("best",):\n',
@@ -142,6 +145,25 @@ MUTATIONS: list[tuple[str, str, str | tuple[str, ...], str | tuple[str, ...], li
      'ckpt.write_atomic(self.run_dir / "history.jsonl", files["history.jsonl"])',
      '(self.run_dir / "history.jsonl").write_text(files["history.jsonl"], encoding="utf-8")',
      CRASH_TESTS[0] + "::test_a_training_run_never_leaves_last_best_or_its_copies_half_written"),
+    # ---- the GRU (chargen/net/gru.py, its web step in chargen/web/chargen.js)
+    ("GRU numpy step: z and 1 - z swapped", NET + "gru.py",
+     "        out = h[:, part.units] - hh  # z h + (1 - z) hh = hh + z (h - hh)\n        out *= zr[:, :w]\n        out += hh\n",
+     "        out = hh - h[:, part.units]\n        out *= zr[:, :w]\n        out += h[:, part.units]\n", CELL_TESTS),
+    ("GRU numpy step: the reset gate applied before the recurrent product (reset_after=False)", NET + "gru.py",
+     "        hh = m[:, 2 * w:]\n        hh *= zr[:, w:]\n",
+     "        hh = (h * zr[:, w:]) @ part.recurrent[:, 2 * w:] + part.recurrent_bias[2 * w:]\n", CELL_TESTS),
+    ("GRU training kernel: d(m_h) without the reset gate", NET + "gru.py",
+     "tf.concat([d_z, d_r, d_h * r], axis=1)", "tf.concat([d_z, d_r, d_h], axis=1)", CELL_TESTS),
+    ("GRU fast layer: input and recurrent biases swapped", NET + "gru.py", "        return bias[0], bias[1]",
+     "        return bias[1], bias[0]", CELL_TESTS),
+    ("GRU exported step graph without the recurrent bias", NET + "gru.py",
+     '        m = tf.matmul(h, arrays["recurrent_kernel"]) + arrays["recurrent_bias"]',
+     '        m = tf.matmul(h, arrays["recurrent_kernel"])', CELL_TESTS + ["tests/test_export.py"]),
+    ("GRU web step: z and 1 - z swapped", "chargen/web/chargen.js", "h[j] = z * s.h[j] + (1 - z) * hh;",
+     "h[j] = (1 - z) * s.h[j] + z * hh;",
+     ["tests/test_web_browser.py::test_probabilities_match_the_numpy_engine_over_200_steps"]),
+    ("a restored GRU state put into the wrong layer's place (state tensors per layer miscounted)",
+     "chargen/distributed.py", "        k = len(names)  # state tensors per layer", "        k = 2", RESUME_TESTS),
     # ---- the test set-up itself
     ("conftest sets OPENBLAS_NUM_THREADS after numpy is imported", "tests/conftest.py",
      'os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")\nos.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")\n\n'
@@ -196,12 +218,20 @@ def copy_repo(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
+HUNG = 124  # run_tests' exit code for tests that did not finish in ROW_TIMEOUT seconds
+ROW_TIMEOUT = 300  # a row's tests take 10-120 s; a planted bug that loops forever must not stop the script
+
+
 def run_tests(copy: Path, tests: list[str]) -> tuple[int, list[str], str]:
-    """(pytest's exit code, the failing test ids, the output's tail) for `tests` run in `copy`."""
+    """(pytest's exit code, the failing test ids, the output's tail) for `tests` run in `copy`; HUNG if they ran
+    past ROW_TIMEOUT (pytest is killed)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}  # conftest's to set
     env.update(PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *tests], cwd=copy,
-                       env=env, capture_output=True, text=True)
+    try:
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *tests], cwd=copy,
+                           env=env, capture_output=True, text=True, timeout=ROW_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return HUNG, [], f"the tests ran past {ROW_TIMEOUT} s and were killed"
     failed = [m[1] for m in re.finditer(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", r.stdout, re.M)]
     return r.returncode, failed, (r.stdout + r.stderr)[-1500:]
 
@@ -255,6 +285,9 @@ def main() -> int:
             took = f"({time.monotonic() - start:.0f} s)"
             if code == 1 or code == 2 and failed:  # tests failed, or the bug broke their collection
                 print(f"{name} -> caught by {', '.join(failed)} {took}", flush=True)
+            elif code == HUNG:  # the bug makes them loop forever: no test passes, CI's time limit stops them
+                print(f"{name} -> caught: {' '.join(_tests(row))} never finish (killed after {ROW_TIMEOUT} s)",
+                      flush=True)
             else:
                 uncaught += 1
                 why = "NOT CAUGHT" if code == 0 else f"NOT RUN (pytest exit {code}):\n{tail[-600:]}\n"

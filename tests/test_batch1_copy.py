@@ -1,6 +1,6 @@
 """The Generator's batch-1 copy predicts what the model training runs predicts, on the training streams.
 
-The reference is the training-shaped model: FastLSTM (the CPU training kernel), B rows, T columns
+For each cell. The reference is the training-shaped model: the fast CPU training kernel, B rows, T columns
 per call, the checkpoint's own arrays read from model.safetensors (not through the Generator), fed
 batch after batch of the training streams from zero state, so row 0's state is carried across
 batch boundaries exactly as in training. The Generator (chargen.load) is primed with the same
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import chargen
+from cells import CELLS
 from chargen import checkpoint as ckpt
-from chargen.model import build_model, reset_state
+from chargen.net.model import build_model, reset_state
 from chargen.streams import Streams, split
 
 BATCHES = 3
@@ -25,16 +26,21 @@ def _softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
+@pytest.fixture(scope="module", params=CELLS)
+def trained_run(trained_runs, request):
+    return trained_runs(request.param)
+
+
 @pytest.fixture(scope="module")
 def training_view(trained_run, small_text):
     """(row 0's ids, row 0's next-token probabilities after each of them, T) from the training-shaped model."""
     snap = ckpt.read_snapshot(ckpt.snapshot_dir(trained_run.run_dir, "last"))
     t = snap.train
-    assert t.batch_size > 1 and t.lstm in ("auto", "fast")
+    assert t.batch_size > 1 and t.kernel in ("auto", "fast")
     ids = snap.tokenizer.encode(small_text)
     streams = Streams.from_ids(split(ids, t.val_fraction)[0], t.batch_size, t.seq_len)
     assert streams.num_batches >= BATCHES
-    model = build_model(snap.model, t.batch_size, t.seq_len, lstm="fast")
+    model = build_model(snap.model, t.batch_size, t.seq_len, kernel="fast")
     model.set_weights(snap.weights)
     reset_state(model)
     probs = [_softmax(np.asarray(model(np.asarray(streams.batch(k)[0], np.int32)))[0]) for k in range(BATCHES)]

@@ -212,7 +212,7 @@ def test_bpe_run_resumes(bpe_run, tmp_path):
     shutil.copytree(result.run_dir, root / result.run_dir.name, symlinks=True)
     more = chargen.train(book, root=root, name=result.run_dir.name, resume=True, epochs=3, progress=False)
     assert [h["epoch"] for h in more.history] == [1, 2, 3]
-    with pytest.raises(ConfigError, match="--vocab-size 70 differs"):
+    with pytest.raises(ConfigError, match="^bpe_vocab 70 differs"):
         chargen.train(book, root=root, name=result.run_dir.name, resume=True, epochs=4, bpe_vocab=70, progress=False)
 
 
@@ -235,7 +235,7 @@ def test_train_and_sample_with_bpe_at_the_command_line(tmp_path, small_text, cap
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--vocab-size", "300"], "--vocab-size 300 is for --tokenizer bpe"),
+    (["--vocab-size", "300"], "--vocab-size 300 is for --tokenizer 'bpe'"),
     (["--tokenizer", "bpe", "--vocab-size", "10"], "--vocab-size 10 is too small"),
     (["--tokenizer", "bpe", "--vocab-size", "0"], "--vocab-size must be an integer from 2"),
 ])

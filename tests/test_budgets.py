@@ -101,14 +101,14 @@ def test_a_time_budget_plans_the_curve_over_the_seconds_used(tmp_path, book, ste
 
 
 @pytest.mark.parametrize("options, error, needle", [
-    ({"epochs": 2, "steps": 5}, ConfigError, "--epochs and --steps are alternatives: give one budget"),
-    ({"steps": 5, "minutes": 1}, ConfigError, "--steps and --minutes are alternatives"),
-    ({"steps": 0}, ConfigError, "--steps must be a positive integer, got 0"),
-    ({"minutes": 0}, ConfigError, "--minutes must be a positive number, got 0"),
-    ({"minutes": float("nan")}, ConfigError, "--minutes must be a positive number, got nan"),
-    ({"save_every": -1}, ConfigError, "--save-every must be a number of minutes >= 0"),
-    ({"log_every": -1}, ConfigError, "--log-every must be a number of seconds >= 0"),
-    ({"log_format": "xml"}, ConfigError, "--log-format must be one of text, json, got 'xml'"),
+    ({"epochs": 2, "steps": 5}, ConfigError, "epochs and steps are alternatives: give one budget"),
+    ({"steps": 5, "minutes": 1}, ConfigError, "steps and minutes are alternatives"),
+    ({"steps": 0}, ConfigError, "steps must be a positive integer, got 0"),
+    ({"minutes": 0}, ConfigError, "minutes must be a positive number, got 0"),
+    ({"minutes": float("nan")}, ConfigError, "minutes must be a positive number, got nan"),
+    ({"save_every": -1}, ConfigError, "save_every must be a number of minutes >= 0"),
+    ({"log_every": -1}, ConfigError, "log_every must be a number of seconds >= 0"),
+    ({"log_format": "xml"}, ConfigError, "log_format must be one of text, json, got 'xml'"),
     ({"progress": "yes"}, TypeError, "progress must be True, False or None"),
     ({"log": "train.log"}, TypeError, "log must be a function that takes each line"),
 ])

@@ -130,9 +130,9 @@ def test_sampling_seed_is_derived_from_the_run_seed_and_epoch():
     (lambda d: SampleEvery(0), "--sample-every must be a positive integer"),
     (lambda d: SampleEvery(1.5), "--sample-every must be a positive integer"),
     (lambda d: SampleEvery(True), "--sample-every must be a positive integer"),
-    (lambda d: SampleEvery(2, length=0), "--sample-length must be a positive integer"),
-    (lambda d: SampleEvery(2, temperature=-1), "--temperature must be >= 0"),
-    (lambda d: TensorBoard(d, sample_length=-5), "--sample-length must be a positive integer"),
+    (lambda d: SampleEvery(2, length=0), "sample_length must be a positive integer"),
+    (lambda d: SampleEvery(2, temperature=-1), "temperature must be >= 0"),
+    (lambda d: TensorBoard(d, sample_length=-5), "sample_length must be a positive integer"),
     (lambda d: TensorBoard(d / "a-file" / "logs"), "exists and is not a folder"),
 ])
 def test_bad_callback_options_are_refused_at_once(tmp_path, make, needle):

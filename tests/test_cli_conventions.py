@@ -54,7 +54,7 @@ def test_version_is_the_packages_version():
 
 
 def test_every_fixed_set_option_has_its_choices_in_the_parser_and_in_help():
-    assert {f.name for _, f in CHOICE_FIELDS} == {"lr_decay", "lstm", "tokenizer", "distribute", "precision"}
+    assert {f.name for _, f in CHOICE_FIELDS} == {"cell", "lr_decay", "kernel", "tokenizer", "distribute", "precision"}
     train = _subparsers()["train"]
     by_dest = {a.dest: a for a in train._actions}
     text = train.format_help()
@@ -63,8 +63,9 @@ def test_every_fixed_set_option_has_its_choices_in_the_parser_and_in_help():
         assert "{" + ",".join(f.metadata["choices"]) + "}" in text, f.name
 
 
-@pytest.mark.parametrize("flag, bad", [("--lr-decay", "linear"), ("--lstm", "cudnn"), ("--tokenizer", "wordpiece"),
-                                       ("--distribute", "gpu"), ("--precision", "half")])
+@pytest.mark.parametrize("flag, bad", [("--lr-decay", "linear"), ("--kernel", "cudnn"), ("--lstm", "cudnn"),
+                                       ("--tokenizer", "wordpiece"), ("--distribute", "gpu"), ("--precision", "half"),
+                                       ("--cell", "rnn")])
 def test_a_value_outside_the_choices_is_refused_by_the_parser(tmp_path, capsys, flag, bad):
     with pytest.raises(SystemExit) as stop:
         main(["train", str(tmp_path / "book.txt"), flag, bad])
@@ -74,14 +75,15 @@ def test_a_value_outside_the_choices_is_refused_by_the_parser(tmp_path, capsys, 
     assert not (tmp_path / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("name", ["lr_decay", "lstm", "tokenizer", "distribute"])
-def test_the_library_refuses_the_same_values_with_the_same_list(name):
+@pytest.mark.parametrize("cls, name", [(TrainConfig, "lr_decay"), (TrainConfig, "kernel"), (TrainConfig, "tokenizer"),
+                                       (TrainConfig, "distribute"), (ModelConfig, "cell")])
+def test_the_library_refuses_the_same_values_with_the_same_list(cls, name):
     allowed = next(f.metadata["choices"] for _, f in CHOICE_FIELDS if f.name == name)
+    extra = {"vocab_size": 5} if cls is ModelConfig else {}
     for value in allowed:
-        TrainConfig(**{name: value}).validate()
-    flag = "--" + name.replace("_", "-")
-    with pytest.raises(ConfigError, match=f"{flag} must be one of {', '.join(allowed)}, got 'nope'"):
-        TrainConfig(**{name: "nope"}).validate()
+        cls(**{name: value, **extra}).validate()
+    with pytest.raises(ConfigError, match=f"^{name} must be one of {', '.join(allowed)}, got 'nope'"):
+        cls(**{name: "nope", **extra}).validate()
 
 
 def test_every_command_has_a_description():

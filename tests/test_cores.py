@@ -1,68 +1,46 @@
-"""The numpy step (gates reordered, layers cut in halves for many rows) computes the LSTM, and the
+"""The numpy engine (each cell's numpy layer, cut in halves for many rows) computes the cell, and the
 same bits on one core or two."""
 
 import numpy as np
 import pytest
 
+from cells import CELLS, random_weights, reference_model_step
+from cells import zero_state as _zeros
 from chargen.blas import blas_threads
 from chargen.cores import PERIOD, SETTLE, TRIAL, Chooser, Stepper, step_threads
-from chargen.sampling import NumpyLSTM, run_in_turn
+from chargen.net.numpy_engine import NumpyEngine, run_in_turn
 
 
-def _weights(units, vocab=11, embed=6, seed=0, lstm_scale=0.4, out_scale=1.0):
-    """Random NumpyLSTM weights: (embedding, [(kernel, recurrent, bias)], dense kernel, dense bias)."""
-    rng = np.random.default_rng(seed)
-    layers, inp = [], embed
-    for u in units:
-        layers.append((rng.normal(0, lstm_scale, (inp, 4 * u)).astype(np.float32),
-                       rng.normal(0, lstm_scale, (u, 4 * u)).astype(np.float32),
-                       rng.normal(0, lstm_scale, 4 * u).astype(np.float32)))
-        inp = u
-    return (rng.normal(0, 1, (vocab, embed)).astype(np.float32), layers,
-            rng.normal(0, out_scale, (units[-1], vocab)).astype(np.float32),
-            rng.normal(0, out_scale, vocab).astype(np.float32))
-
-
-def _reference_step(weights, ids, state):
-    """The textbook LSTM in Keras's gate order (i, f, c, o), float64, no folding or reordering."""
-    emb, layers, dk, db = weights
-    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
-    x = emb[ids].astype(np.float64)
-    out = []
-    for (k, r, b), (h, c) in zip(layers, state):
-        u = h.shape[1]
-        z = x @ k + h @ r + b
-        i, f, g, o = sig(z[:, :u]), sig(z[:, u:2 * u]), np.tanh(z[:, 2 * u:3 * u]), sig(z[:, 3 * u:])
-        c = f * c + i * g
-        h = o * np.tanh(c)
-        out.append((h, c))
-        x = h
-    return x @ dk + db, out
+def _weights(units, vocab=11, embed=6, seed=0, lstm_scale=0.4, out_scale=1.0, cell="lstm"):
+    """Random weights for NumpyEngine(cell, ...): (embedding, [(kernel, recurrent, bias)], dense kernel, dense bias)."""
+    return random_weights(cell, units, vocab, embed, seed, lstm_scale, out_scale)
 
 
 @pytest.mark.parametrize("units", [(8,), (24, 16), (7, 5, 9)])
 @pytest.mark.parametrize("rows", [1, 3, 16])
-def test_numpy_step_matches_the_textbook_lstm_over_many_steps(units, rows):
-    w = _weights(units)
-    lstm = NumpyLSTM(*w)
+@pytest.mark.parametrize("cell", CELLS)
+def test_numpy_step_matches_the_cells_formulas_over_many_steps(cell, units, rows):
+    w = _weights(units, cell=cell)
+    engine = NumpyEngine(cell, *w)
     rng = np.random.default_rng(1)
-    s_ref = s = [(np.zeros((rows, u)), np.zeros((rows, u))) for u in units]
-    s = [(h.astype(np.float32), c.astype(np.float32)) for h, c in s]
+    s_ref = [tuple(a.astype(np.float64) for a in layer) for layer in _zeros(cell, units, rows)]
+    s = engine.zero_state(rows)
     for _ in range(40):
         ids = rng.integers(0, 11, rows)
-        want, s_ref = _reference_step(w, ids, s_ref)
-        got, s = lstm.step(ids, s)
+        want, s_ref = reference_model_step(cell, w, ids, s_ref)
+        got, s = engine.step(ids, s)
         np.testing.assert_allclose(got, want, atol=2e-5)
-    for (h, c), (hr, cr) in zip(s, s_ref):
-        np.testing.assert_allclose(h, hr, atol=2e-5)
-        np.testing.assert_allclose(c, cr, atol=2e-5)
+    for layer, layer_ref in zip(s, s_ref):
+        assert len(layer) == len(layer_ref)
+        for a, b in zip(layer, layer_ref):
+            np.testing.assert_allclose(a, b, atol=2e-5)
     assert float(np.abs(s[-1][0]).sum()) > 0
 
 
 def _run(stepper, units, rows, steps, seed=2):
     """Feed a stepper its own greedy picks for `steps` steps; returns the last logits and state."""
     rng = np.random.default_rng(seed)
-    state = [(np.zeros((rows, u), np.float32), np.zeros((rows, u), np.float32)) for u in units]
+    state = stepper.zero_state(rows)
     ids = rng.integers(0, 11, rows)
     for _ in range(steps):
         logits, state = stepper.step(ids, state)
@@ -77,8 +55,9 @@ def _same_bits(a, b):
 
 @pytest.mark.parametrize("units", [(24, 16), (7, 5, 9)])
 @pytest.mark.parametrize("rows", [1, 2, 5, 16])
-def test_one_core_or_two_and_switching_between_them_give_the_same_bits(units, rows):
-    lstm = NumpyLSTM(*_weights(units))
+@pytest.mark.parametrize("cell", CELLS)
+def test_one_core_or_two_and_switching_between_them_give_the_same_bits(cell, units, rows):
+    lstm = NumpyEngine(cell, *_weights(units, cell=cell))
     steps = 2 * (SETTLE + TRIAL) + 40  # past the first trial of the other choice and the decision after it
     two = Stepper(lstm, cores=2)
     chooser = two.one_row if rows == 1 else two.many_rows
@@ -91,7 +70,7 @@ def test_one_core_or_two_and_switching_between_them_give_the_same_bits(units, ro
         assert set(used) == {False, True}  # both ways were really used, side by side
     if rows > 1:
         assert two._helper is not None
-    plain = _run(lstm, units, rows, steps)  # and the stepper adds nothing to the LSTM's own step
+    plain = _run(lstm, units, rows, steps)  # and the stepper adds nothing to the engine's own step
     assert _same_bits(got, plain)
 
 
@@ -139,7 +118,7 @@ def test_the_chooser_does_not_time_the_steps_just_after_a_change():
 
 
 class _NoisyWhenTwo:
-    """A fake BLAS and an LSTM whose results change in the last bit on two BLAS threads."""
+    """A fake BLAS and an engine whose results change in the last bit on two BLAS threads."""
 
     def __init__(self, lstm):
         self.lstm, self.threads = lstm, 1
@@ -150,13 +129,16 @@ class _NoisyWhenTwo:
     def set(self, n):
         self.threads = n
 
+    def zero_state(self, rows):
+        return self.lstm.zero_state(rows)
+
     def step(self, ids, state, run=run_in_turn):
         logits, state = self.lstm.step(ids, state, run)
         return (np.nextafter(logits, np.inf) if self.threads == 2 else logits), state
 
 
 def test_one_row_stays_on_one_core_when_two_blas_threads_change_the_bits():
-    fake = _NoisyWhenTwo(NumpyLSTM(*_weights((8,))))
+    fake = _NoisyWhenTwo(NumpyEngine("lstm", *_weights((8,))))
     stepper = Stepper(fake, cores=2, blas=fake)
     got = _run(stepper, (8,), 1, 300)
     assert stepper.one_row.two_possible is False and stepper.one_row.use_two is False
@@ -165,7 +147,7 @@ def test_one_row_stays_on_one_core_when_two_blas_threads_change_the_bits():
 
 
 def test_step_does_not_modify_the_given_state():
-    two = Stepper(NumpyLSTM(*_weights((8, 6))), cores=2)
+    two = Stepper(NumpyEngine("lstm", *_weights((8, 6))), cores=2)
     for rows in (1, 4):
         state = [(np.full((rows, u), 0.3, np.float32), np.full((rows, u), -0.2, np.float32)) for u in (8, 6)]
         before = [(h.copy(), c.copy()) for h, c in state]
@@ -176,7 +158,7 @@ def test_step_does_not_modify_the_given_state():
 
 
 def test_an_error_in_the_worker_thread_reaches_the_caller():
-    two = Stepper(NumpyLSTM(*_weights((8,))), cores=2)
+    two = Stepper(NumpyEngine("lstm", *_weights((8,))), cores=2)
 
     def cell(k):
         if k == 1:  # the second part runs on the worker thread
@@ -191,7 +173,7 @@ def test_an_error_in_the_worker_thread_reaches_the_caller():
 
 
 def test_cores_follow_chargen_threads(monkeypatch):
-    lstm = NumpyLSTM(*_weights((8,)))
+    lstm = NumpyEngine("lstm", *_weights((8,)))
     monkeypatch.setenv("CHARGEN_THREADS", "1")
     assert step_threads() == 1
     one = Stepper(lstm)

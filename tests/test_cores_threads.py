@@ -16,7 +16,7 @@ import pytest
 
 from chargen.blas import blas_threads
 from chargen.cores import Stepper
-from chargen.sampling import NumpyLSTM
+from chargen.net.numpy_engine import NumpyEngine
 
 from test_cores import _weights as _random_weights
 
@@ -76,7 +76,7 @@ def test_numpys_blas_runs_on_the_thread_count_conftest_sets():
 def test_one_row_on_two_openblas_threads_gives_the_bits_of_one_thread():
     blas = _openblas()
     units = (512, 512)
-    lstm = NumpyLSTM(*_weights(units))
+    lstm = NumpyEngine("lstm", *_weights(units))
     state = [(np.full((1, u), 0.1, np.float32), np.zeros((1, u), np.float32)) for u in units]
     before = blas.get()
     try:  # what the library itself does: one step on one thread and on two
@@ -106,7 +106,7 @@ def test_one_row_on_two_openblas_threads_gives_the_bits_of_one_thread():
 @pytest.mark.parametrize("units", [(512, 512), (7, 5, 9)])  # (7, 5, 9): halves of unequal size
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="per-thread CPU time is read from Linux's /proc")
 def test_many_rows_in_halves_side_by_side_give_the_bits_of_one_core(units):
-    lstm = NumpyLSTM(*_weights(units))
+    lstm = NumpyEngine("lstm", *_weights(units))
     two, one = Stepper(lstm, cores=2, adapt=False), Stepper(lstm, cores=1)
     _lockstep(two, one, units, rows=16, steps=20)  # starts the helper thread
     helper = two._helper._thread.native_id

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import chargen
+from cells import CELLS
 from chargen.cli import main
 
 LN2 = math.log(2.0)
@@ -22,7 +23,7 @@ def gen(trained_run):
 
 def reference_nats(gen, text: str) -> float:
     """Summed cross-entropy of text[1:] given what precedes it, from zero state, one character at a
-    time through the Generator's numpy LSTM: no Keras state, no batches, no padding."""
+    time through the Generator's numpy engine: no Keras state, no batches, no padding."""
     ids = gen.tokenizer.encode(text).astype(np.int64)
     state = gen.zero_state()
     total = 0.0
@@ -59,10 +60,13 @@ def test_one_row_equals_feeding_the_text_char_by_char(trained_run, gen, small_te
     assert (r.gzip_bits_per_char, r.bz2_bits_per_char, r.lzma_bits_per_char) == (None, None, None)
 
 
-def test_rows_are_contiguous_streams_each_from_zero_state(trained_run, gen, small_text):
+@pytest.mark.parametrize("cell", CELLS)
+def test_rows_are_contiguous_streams_each_from_zero_state(trained_runs, small_text, cell):
     """With B rows, each span is scored from zero state with the state carried across batches:
     the sum of B char-by-char references. Checks that no character is lost or scored twice at
     span edges."""
+    trained_run = trained_runs(cell)
+    gen = chargen.load(trained_run.run_dir, which="last")
     text = small_text[:803]
     r = score(text, trained_run, batch_size=4, seq_len=16, compressors=False)
     assert r.rows == 4 and r.characters == 802
@@ -117,7 +121,7 @@ def test_paths_and_texts(trained_run, small_text, tmp_path):
     assert from_path == from_str == from_text
     with pytest.raises(chargen.CorpusError, match="no such file"):
         score(str(tmp_path / "mistyped.txt"), trained_run)
-    with pytest.raises(chargen.ConfigError, match="--seq-len must be a positive integer, got 0"):
+    with pytest.raises(chargen.ConfigError, match="^seq_len must be a positive integer, got 0"):
         score(book, trained_run, seq_len=0)
 
 

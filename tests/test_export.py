@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import chargen
+from cells import CELLS
 from chargen.errors import ConfigError, ExportError
 from conftest import ROOT
 
@@ -36,7 +37,9 @@ def _leftovers(parent):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_export_streams_like_the_generator(trained_run, small_text, tmp_path, fmt):
+@pytest.mark.parametrize("cell", CELLS)
+def test_export_streams_like_the_generator(trained_runs, small_text, tmp_path, cell, fmt):
+    trained_run = trained_runs(cell)
     out = chargen.export(trained_run.run_dir, out=tmp_path / "exp", format=fmt, which="last")
     assert out == tmp_path / "exp" and _leftovers(tmp_path) == []
     gen = chargen.load(trained_run.run_dir, which="last")
@@ -45,7 +48,8 @@ def test_export_streams_like_the_generator(trained_run, small_text, tmp_path, fm
     manifest = json.loads((out / "chargen_export.json").read_text(encoding="utf-8"))
     assert manifest["format"] == "chargen-export" and manifest["model_format"] == fmt
     assert manifest["units"] == list(gen.config.units) and manifest["chars"] == gen.tokenizer.chars
-    assert manifest["state"] == [["h0", "c0"], ["h1", "c1"]]
+    assert manifest["cell"] == cell
+    assert manifest["state"] == {"lstm": [["h0", "c0"], ["h1", "c1"]], "gru": [["h0"], ["h1"]]}[cell]
 
     step = _load_step(out, fmt)
     feed = {n: np.zeros(spec["shape"], np.float32) for n, spec in manifest["inputs"].items() if n != "token"}
@@ -57,10 +61,10 @@ def test_export_streams_like_the_generator(trained_run, small_text, tmp_path, fm
         want = _softmax(gen.prime(ch))  # the Keras batch-1 model, state carried by the Generator
         np.testing.assert_allclose(got["probs"][0], want, atol=1e-5)
         np.testing.assert_allclose(_softmax(got["logits"][0]), want, atol=1e-5)
-        feed = {n: got[n] for pair in manifest["state"] for n in pair}  # outputs back in as inputs
-    for (h, c), (hn, cn) in zip(gen.state, manifest["state"]):
-        np.testing.assert_allclose(feed[hn], h, atol=1e-5)
-        np.testing.assert_allclose(feed[cn], c, atol=1e-5)
+        feed = {n: got[n] for names in manifest["state"] for n in names}  # outputs back in as inputs
+    for arrays, names in zip(gen.state, manifest["state"]):
+        for a, n in zip(arrays, names, strict=True):
+            np.testing.assert_allclose(feed[n], a, atol=1e-5)
     assert sorted(manifest["outputs"]) == sorted(got)
 
 

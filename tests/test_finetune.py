@@ -92,20 +92,41 @@ def test_new_chars_error_refuses_the_text_and_writes_nothing(books):
 
 
 @pytest.mark.parametrize("options, needle", [
-    ({"units": (64,)}, "--units (64,) differs from the run --init-from starts from (a: (48,))"),
-    ({"embed": 8}, "--embed 8 differs"),
-    ({"tokenizer": "bpe"}, "--tokenizer 'bpe' differs"),
+    ({"units": (64,)}, "units (64,) differs from the run init_from starts from (a: (48,))"),
+    ({"embed": 8}, "embed 8 differs"),
+    ({"cell": "gru"}, "cell 'gru' differs from the run init_from starts from (a: 'lstm')"),
+    ({"tokenizer": "bpe"}, "tokenizer 'bpe' differs"),
     ({"resume": True}, "give one of them"),
-    ({"new_chars": "guess"}, "--new-chars must be 'extend' or 'error'"),
-    ({"init_which": "worst"}, "--which must be 'best' or 'last'"),
+    ({"new_chars": "guess"}, "new_chars must be 'extend' or 'error'"),
+    ({"init_which": "worst"}, "which must be 'best' or 'last'"),
 ])
 def test_settings_that_contradict_the_run_are_refused(books, options, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         chargen.train(books / "b.txt", root=books / "ck", name="x", steps=2, progress=False, init_from="a", **options)
 
 
+def test_a_gru_run_is_fine_tuned_as_a_gru_from_its_own_weights(trained_runs, books):
+    """The cell comes from the run: its GRU weights (named gru_i/...) are where the new run starts, new characters
+    added around them."""
+    source = trained_runs("gru").run_dir
+    r = chargen.train(books / "b.txt", root=books / "ck", name="gru-tuned", steps=1, lr=1e-12, seed=1,
+                      progress=False, init_from=source)
+    old, new = chargen.load(source), chargen.load(r.run_dir)
+    assert new.config.cell == "gru" and new.config.units == old.config.units
+    names = [n for n, _ in ckpt.weight_layout(new.config)]
+    assert "gru_0/recurrent_kernel" in names
+    for name, a, b in zip(names, old.model.get_weights(), new.model.get_weights()):
+        if name in ("embedding", "output/kernel", "output/bias"):  # the new characters' rows come after the old
+            a, b = (a, b[:len(a)]) if name != "output/kernel" else (a, b[:, :a.shape[1]])
+        np.testing.assert_allclose(b, a, atol=1e-6, err_msg=name)  # lr 1e-12: one step moves nothing visible
+    assert new.config.vocab_size > old.config.vocab_size
+    with pytest.raises(ConfigError, match="cell 'lstm' differs from the run init_from starts from"):
+        chargen.train(books / "b.txt", root=books / "ck", name="x", steps=2, progress=False, init_from=source,
+                      cell="lstm")
+
+
 def test_which_and_new_chars_need_init_from(books):
-    with pytest.raises(ConfigError, match="--new-chars 'error' is for fine-tuning; add --init-from RUN"):
+    with pytest.raises(ConfigError, match="new_chars 'error' is for fine-tuning; add init_from"):
         chargen.train(books / "b.txt", root=books / "ck", name="x", steps=2, progress=False, new_chars="error")
 
 
@@ -121,7 +142,7 @@ def test_the_command_line(books):
     r = cli("--init-from", "a", "--units", "64", "--name", "cli2")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--units (64,) differs from the run" in r.stderr
     r = cli("--which", "last", "--name", "cli3")
-    assert r.returncode == 2 and "--which 'last' is for fine-tuning; add --init-from RUN" in r.stderr
+    assert r.returncode == 2 and "--which 'last' is for fine-tuning; add --init-from (the run" in r.stderr
 
 
 def test_a_bpe_run_keeps_its_merges_and_adds_each_new_character_as_a_token(tmp_path):

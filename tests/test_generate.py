@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 
 import chargen
+from cells import CELLS
 from chargen.errors import ConfigError, StateError, VocabularyError
-from chargen.model import build_model, reset_state
+from chargen.net.model import build_model, reset_state
+from chargen.config import SampleConfig
 from chargen.sampling import pick
 
 
@@ -13,12 +15,13 @@ def _softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
-@pytest.fixture()
-def gen(trained_run):
-    return chargen.load(trained_run.run_dir, which="last")
+@pytest.fixture(params=CELLS)
+def gen(trained_runs, request):
+    """The Generator of each cell's tiny trained run."""
+    return chargen.load(trained_runs(request.param).run_dir, which="last")
 
 
-def test_batch1_copy_matches_training_model_row0(trained_run, gen, small_text):
+def test_batch1_copy_matches_training_model_row0(gen, small_text):
     """Primed with a text, the sampler predicts what the training model predicts in row 0 from zero state."""
     train_cfg = gen.config
     t = 16
@@ -62,7 +65,8 @@ def test_state_api(gen):
     gen.reset()
     gen.prime("the state")
     saved = gen.state
-    assert [(h.shape, c.shape) for h, c in saved] == [((1, 24), (1, 24)), ((1, 16), (1, 16))]
+    k = len(gen.cell.state)  # the LSTM's (h, c), the GRU's (h,)
+    assert [tuple(a.shape for a in layer) for layer in saved] == [((1, 24),) * k, ((1, 16),) * k]
     first = gen.generate("", 30, temperature=0)
     gen.set_state(saved)
     assert gen.generate("", 30, temperature=0) != "" and gen.state is not saved
@@ -70,11 +74,13 @@ def test_state_api(gen):
     gen._logits = None
     gen.prime("")  # an empty seed keeps the state
     with pytest.raises(StateError, match=r"\(1, 24\)"):
-        gen.set_state([(np.zeros((4, 24), np.float32),) * 2, saved[1]])
+        gen.set_state([(np.zeros((4, 24), np.float32),) * k, saved[1]])
+    with pytest.raises(StateError, match=f"must be a tuple .* of {k} array"):
+        gen.set_state([saved[0] + saved[0][:1], saved[1]])  # one array too many
     with pytest.raises(StateError, match="expected 2 layers"):
         gen.set_state(saved[:1])
     gen.reset()
-    assert all(np.abs(h).sum() == 0 for h, _ in gen.state)
+    assert all(np.abs(a).sum() == 0 for layer in gen.state for a in layer)
     assert len(first) == 30
 
 
@@ -93,12 +99,12 @@ def test_bad_sampling_options(gen):
 def test_pick_respects_top_k_and_top_p():
     rng = np.random.default_rng(0)
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
-    assert pick(logits, 0, 0, 1.0, rng)[0] == 0
-    seen_k = {int(pick(logits, 1.0, 2, 1.0, rng)[0]) for _ in range(300)}
+    assert pick(logits, SampleConfig(temperature=0), rng)[0] == 0
+    seen_k = {int(pick(logits, SampleConfig(temperature=1.0, top_k=2), rng)[0]) for _ in range(300)}
     assert seen_k == {0, 1}
-    seen_p = {int(pick(logits, 1.0, 0, 0.75, rng)[0]) for _ in range(300)}
+    seen_p = {int(pick(logits, SampleConfig(temperature=1.0, top_p=0.75), rng)[0]) for _ in range(300)}
     assert seen_p == {0, 1}  # 0.5 alone is short of 0.75; 0.5 + 0.3 reaches it
-    seen_all = {int(pick(logits, 1.0, 0, 1.0, rng)[0]) for _ in range(2000)}
+    seen_all = {int(pick(logits, SampleConfig(temperature=1.0), rng)[0]) for _ in range(2000)}
     assert seen_all == {0, 1, 2, 3}
 
 
@@ -106,15 +112,16 @@ def test_pick_respects_top_k_and_top_p():
 def test_one_row_pick_is_the_rows_pick_and_follows_the_distribution(temperature):
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05, 1e-30]]))
     a, b = np.random.default_rng(4), np.random.default_rng(4)
-    one = [int(pick(logits, temperature, 0, 1.0, a)[0]) for _ in range(4000)]  # the one-row path
-    rows = [int(pick(np.repeat(logits, 2, 0), temperature, 0, 1.0, b)[0]) for _ in range(4000)]  # the rows' path
+    options = SampleConfig(temperature=temperature)
+    one = [int(pick(logits, options, a)[0]) for _ in range(4000)]  # the one-row path
+    rows = [int(pick(np.repeat(logits, 2, 0), options, b)[0]) for _ in range(4000)]  # the rows' path
     p = np.exp(logits[0] / temperature) / np.exp(logits[0] / temperature).sum()
     for picks in (one, rows):
         freq = np.bincount(picks, minlength=5) / len(picks)
         np.testing.assert_allclose(freq, p, atol=0.03)
     c, d = np.random.default_rng(9), np.random.default_rng(9)
     for _ in range(2000):  # same draw -> same character as the general formula: count of cumulative mass below u
-        got = pick(logits, temperature, 0, 1.0, c)
+        got = pick(logits, SampleConfig(temperature=temperature), c)
         cum = np.cumsum(np.exp(logits[0] / temperature - (logits[0] / temperature).max()))
         assert got.shape == (1,) and got[0] == min(int((cum < d.random() * cum[-1]).sum()), 4)
 
@@ -127,14 +134,14 @@ def test_stream_many_rows_are_independent_samples_of_the_same_seed(gen):
     assert len(steps) == 40 and all(len(s) == 5 for s in steps)
     samples = ["".join(s[i] for s in steps) for i in range(5)]
     assert len(set(samples)) > 1  # different draws per row
-    for (h0, c0), (h1, c1) in zip(before, gen.state):  # the generator's own state is untouched
-        np.testing.assert_array_equal(h0, h1)
-        np.testing.assert_array_equal(c0, c1)
+    for layer_before, layer_after in zip(before, gen.state):  # the generator's own state is untouched
+        for a, b in zip(layer_before, layer_after):
+            np.testing.assert_array_equal(a, b)
     # greedy: every row is the same text, and it is what a single stream gives from the same state
     greedy = list(gen.stream_many("the ", 3, 25, temperature=0))
     assert all(len(set(s)) == 1 for s in greedy)
     assert "".join(s[0] for s in greedy) == gen.generate("the ", 25, temperature=0)
-    with pytest.raises(ConfigError, match="--num-samples"):
+    with pytest.raises(ConfigError, match="num_samples must be a positive integer"):
         next(gen.stream_many("the ", 0, 5))
 
 
@@ -144,5 +151,5 @@ def test_stream_many_rows_are_independent_samples_of_the_same_seed(gen):
     lambda root: chargen.evaluate("some text to score", root=root, which="newest"),
 ])
 def test_which_must_be_best_or_last_before_anything_is_read(tmp_path, call):
-    with pytest.raises(ConfigError, match="--which must be 'best' or 'last', got 'newest'"):
+    with pytest.raises(ConfigError, match="^which must be 'best' or 'last', got 'newest'"):
         call(tmp_path / "no-such-root")

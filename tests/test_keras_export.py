@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import chargen
+from cells import CELLS
 from chargen.errors import ExportError
 
 TEXT = "the state of each row carries on"
@@ -55,20 +56,35 @@ def _generator_probs(gen, text):
 
 
 @pytest.fixture(scope="module")
-def keras_export(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("keras") / "exp"
-    return chargen.export(trained_run.run_dir, out=out, format="keras", which="last")
+def keras_exports(trained_runs, tmp_path_factory):
+    """export(cell) -> the keras export of that cell's tiny run, made once per module."""
+    made = {}
+
+    def export(cell):
+        if cell not in made:
+            out = tmp_path_factory.mktemp(f"keras-{cell}") / "exp"
+            made[cell] = chargen.export(trained_runs(cell).run_dir, out=out, format="keras", which="last")
+        return made[cell]
+    return export
 
 
-def test_plain_keras_without_chargen_loads_it_and_streams_the_generators_probabilities(trained_run, keras_export,
-                                                                                        tmp_path):
+@pytest.fixture
+def keras_export(keras_exports):
+    return keras_exports("lstm")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_plain_keras_without_chargen_loads_it_and_streams_the_generators_probabilities(trained_runs, keras_exports,
+                                                                                        cell, tmp_path):
     (tmp_path / "user.py").write_text(KERAS_USER)
-    r = subprocess.run([sys.executable, str(tmp_path / "user.py"), str(keras_export), TEXT], capture_output=True,
-                       text=True, timeout=300, cwd=tmp_path)  # cwd: not the repository, so chargen is not on the path
+    r = subprocess.run([sys.executable, str(tmp_path / "user.py"), str(keras_exports(cell)), TEXT],
+                       capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)  # cwd: not the repository, so chargen is not on the path
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got["layers"] == ["keras.Dense", "keras.Embedding", "keras.InputLayer", "keras.LSTM", "keras.Softmax"]
-    want = _generator_probs(chargen.load(trained_run.run_dir, which="last"), TEXT)
+    stock = {"lstm": "keras.LSTM", "gru": "keras.GRU"}[cell]
+    assert got["layers"] == sorted(["keras.Dense", "keras.Embedding", "keras.InputLayer", stock, "keras.Softmax"])
+    want = _generator_probs(chargen.load(trained_runs(cell).run_dir, which="last"), TEXT)
     assert np.abs(np.array(got["probs"]) - want).max() < 1e-5
     np.testing.assert_allclose(got["after_reset"], want[0], atol=1e-5)  # reset_state() is the start again
     assert np.abs(want[1:] - want[:-1]).max() > 1e-2  # the probabilities do move with the text
@@ -83,13 +99,14 @@ def test_the_folder_holds_the_model_the_vocabulary_and_a_manifest(trained_run, k
     assert (keras_export / "tokenizer.json").read_bytes() == (snap / "tokenizer.json").read_bytes()
 
 
-def test_gen_keras_model_is_the_same_model_as_a_fresh_copy(trained_run, keras_export):
+@pytest.mark.parametrize("cell", CELLS)
+def test_gen_keras_model_is_the_same_model_as_a_fresh_copy(trained_runs, keras_exports, cell):
     import keras
 
-    gen = chargen.load(trained_run.run_dir, which="last")
+    gen = chargen.load(trained_runs(cell).run_dir, which="last")
     model = gen.keras_model()
     assert model is not gen.model and model is not gen.keras_model()
-    loaded = keras.saving.load_model(keras_export / "model.keras")
+    loaded = keras.saving.load_model(keras_exports(cell) / "model.keras")
     assert [type(a).__name__ for a in model.layers] == [type(b).__name__ for b in loaded.layers]
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -97,8 +114,8 @@ def test_gen_keras_model_is_the_same_model_as_a_fresh_copy(trained_run, keras_ex
     probs = model(ids, training=False).numpy()[0]
     np.testing.assert_allclose(probs, _generator_probs(gen, TEXT), atol=1e-5)
     model.layers[-1].trainable = False  # a user's changes to the copy leave the Generator alone
-    model.get_layer("lstm_0").reset_state()
-    assert gen.generate("the ", 20, temperature=0) == chargen.load(trained_run.run_dir, which="last").generate(
+    model.get_layer(f"{cell}_0").reset_state()
+    assert gen.generate("the ", 20, temperature=0) == chargen.load(trained_runs(cell).run_dir, which="last").generate(
         "the ", 20, temperature=0)
 
 

@@ -29,9 +29,9 @@ def no_work(monkeypatch):
     (lambda book, root: chargen.train(book, root=root, resume="yes"), TypeError, "resume must be True or False"),
     (lambda book, root: chargen.train(book, root=root, progress="no"), TypeError, "progress must be"),
     (lambda book, root: chargen.train(book, root=root, log="x"), TypeError, "log must be a function"),
-    (lambda book, root: chargen.train(book, root=root, epochs="3"), ConfigError, "--epochs must be a positive integer"),
-    (lambda book, root: chargen.train(book, root=root, units="24"), ConfigError, "--units must be a non-empty list"),
-    (lambda book, root: chargen.train(book, root=root, lr=float("nan")), ConfigError, "--lr must be a positive number"),
+    (lambda book, root: chargen.train(book, root=root, epochs="3"), ConfigError, "^epochs must be a positive integer"),
+    (lambda book, root: chargen.train(book, root=root, units="24"), ConfigError, "^units must be a non-empty list"),
+    (lambda book, root: chargen.train(book, root=root, lr=float("nan")), ConfigError, "^lr must be a positive number"),
 ])
 def test_train_refuses_wrong_arguments_before_any_work(tmp_path, no_work, call, error, needle):
     book = tmp_path / "book.txt"
@@ -67,9 +67,9 @@ def test_generator_arguments_are_checked_when_called(gen):
         gen.stream(None)  # raised by the call itself, before the first piece is asked for
     with pytest.raises(TypeError, match="seed must be a str"):
         gen.stream_many(None, 2)
-    with pytest.raises(ConfigError, match="--temperature must be >= 0"):
+    with pytest.raises(ConfigError, match="^temperature must be >= 0"):
         gen.stream("the", temperature=-1)
-    with pytest.raises(ConfigError, match="--unknown must be 'error' or 'skip'"):
+    with pytest.raises(ConfigError, match="^unknown must be 'error' or 'skip'"):
         gen.stream("the", unknown="drop")
     with pytest.raises(TypeError, match="text must be a str"):
         gen.prime(b"the")
@@ -88,3 +88,21 @@ def test_set_state_refuses_ragged_lists_and_values_beyond_float32(gen):
     fine = [(np.full((1, u), 0.5), np.zeros((1, u))) for u in units]  # float64 within range: cast
     gen.set_state(fine)
     assert gen.state[0][0].dtype == np.float32
+
+
+def test_sampling_options_travel_whole_or_one_by_one_not_both(trained_run):
+    """`sample=SampleConfig(...)` is the same as its options given one by one; both at once is refused."""
+    from chargen import SampleConfig
+
+    gen = chargen.load(trained_run.run_dir, which="last")
+    whole = SampleConfig(length=30, temperature=1.3, top_k=5, top_p=0.9, rng_seed=4)
+    gen.reset()
+    text = gen.generate("the ", sample=whole)
+    gen.reset()
+    assert len(text) == 30 and text == gen.generate("the ", 30, temperature=1.3, top_k=5, top_p=0.9, rng_seed=4)
+    with pytest.raises(TypeError, match="not both: temperature given with sample"):
+        gen.stream("the ", temperature=0.5, sample=whole)
+    with pytest.raises(TypeError, match="sample must be a chargen.SampleConfig, got dict"):
+        gen.stream_many("the ", 2, sample={"length": 3})
+    with pytest.raises(ConfigError, match="top_p must be in"):
+        gen.stream("the ", sample=SampleConfig(top_p=0))

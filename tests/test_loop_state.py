@@ -19,7 +19,7 @@ import pytest
 import chargen
 from chargen import checkpoint as ckpt
 from chargen import trainer as train_mod
-from chargen.model import build_model, get_state
+from chargen.net.model import build_model, get_state
 
 from conftest import TINY
 
@@ -103,7 +103,7 @@ def _one_pass(snap, x, y):
     """Read every row of x from zero state in one call of a stock-Keras model with the snapshot's weights.
 
     Returns the per-position cross-entropy (rows, columns) and the final state per layer."""
-    model = build_model(snap.model, batch_size=x.shape[0], seq_len=None, lstm="keras")
+    model = build_model(snap.model, batch_size=x.shape[0], seq_len=None, kernel="keras")
     model.set_weights(snap.weights)
     logits = np.asarray(model(x), np.float64)
     z = logits - logits.max(-1, keepdims=True)

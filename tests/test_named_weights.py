@@ -62,17 +62,12 @@ def test_names_from_the_models_variables_are_the_names_the_config_gives(kernel):
     assert names[-2:] == ["output/bias/momentum", "output/bias/velocity"] and len(set(names)) == len(names)
 
 
-def test_a_gru_stack_is_named_by_its_own_layers_and_weights():
-    import keras
+@pytest.mark.parametrize("kernel", ["keras", "fast"])
+def test_a_gru_stack_is_named_by_its_own_layers_and_weights(kernel):
+    from chargen.net.model import build_model
 
-    from chargen.gru import keras_gru
-
-    cfg = type("GruConfig", (), dict(vocab_size=9, embed=4, units=(6, 5), dropout=0.0, cell="gru"))()
-    inputs = keras.Input(batch_shape=(2, None), dtype="int32")
-    x = keras.layers.Embedding(9, 4, name="embedding")(inputs)
-    for i, u in enumerate(cfg.units):
-        x = keras_gru(u, f"gru_{i}")(x)
-    model = keras.Model(inputs, keras.layers.Dense(9, name="logits")(x))
+    cfg = ModelConfig(vocab_size=9, embed=4, units=(6, 5), cell="gru")
+    model = build_model(cfg, 2, kernel=kernel)
     assert layout.weight_names(model.weights) == [n for n, _ in layout.weight_layout(cfg)] == [
         "embedding", "gru_0/kernel", "gru_0/recurrent_kernel", "gru_0/bias", "gru_1/kernel", "gru_1/recurrent_kernel",
         "gru_1/bias", "output/kernel", "output/bias"]

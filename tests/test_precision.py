@@ -1,7 +1,7 @@
-"""--precision for training: bf16 mixed precision in FastLSTM, how auto chooses, what is refused.
+"""--precision for training: bf16 mixed precision in the fast kernel, how auto chooses, what is refused.
 
-(The bf16 recurrence's hand-written gradient is checked against autodiff in tests/test_fastlstm.py,
-beside the fp32 one.)
+(The bf16 recurrence's hand-written gradient is checked against autodiff in tests/test_cells.py,
+beside the fp32 one, for every cell.)
 
 bf16 is close to fp32, not equal: its products round their operands to bfloat16 (8 significant
 bits, ~0.4% relative), so outputs and gradients are compared with a tolerance that such
@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 import chargen
+from cells import CELLS
 from chargen import checkpoint as ckpt
 from chargen.cli import main
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import ConfigError
-from chargen.model import build_model, get_state, lstm_layers
+from chargen.net.model import build_model, get_state, recurrent_layers
 from chargen.precision import BF16_MIN_UNITS, cpu_has_native_bf16, training_precision
 
 from conftest import TINY
@@ -31,13 +32,15 @@ def _ids(seed):
     return np.random.default_rng(seed).integers(0, CFG.vocab_size, size=(B, T)).astype(np.int32)
 
 
-def test_bf16_model_keeps_float32_weights_state_and_gradients_close_to_fp32():
+@pytest.mark.parametrize("cell", CELLS)
+def test_bf16_model_keeps_float32_weights_state_and_gradients_close_to_fp32(cell):
     import tensorflow as tf
 
-    fp32 = build_model(CFG, B, T, lstm="fast")
+    cfg = ModelConfig(vocab_size=11, embed=5, units=(7, 6), cell=cell)
+    fp32 = build_model(cfg, B, T, kernel="fast")
     rng = np.random.default_rng(0)
     fp32.set_weights([w + rng.normal(0, 0.3, w.shape).astype(np.float32) for w in fp32.get_weights()])
-    bf16 = build_model(CFG, B, T, lstm="fast", precision="bf16")
+    bf16 = build_model(cfg, B, T, kernel="fast", precision="bf16")
     bf16.set_weights(fp32.get_weights())
     y = _ids(9)
 
@@ -57,9 +60,10 @@ def test_bf16_model_keeps_float32_weights_state_and_gradients_close_to_fp32():
         for a, b in zip(g32, g16):
             assert np.abs(b.numpy() - a.numpy()).max() < 3e-2 * max(np.abs(a.numpy()).max(), 1e-6)
     assert all(w.dtype == np.float32 for w in bf16.get_weights())
-    assert all(v.dtype == "float32" for layer in lstm_layers(bf16) for v in layer.states)
-    for (h32, c32), (h16, c16) in zip(get_state(fp32), get_state(bf16)):
-        assert np.abs(h16 - h32).max() < 2e-2 and np.abs(c16 - c32).max() < 2e-2 * np.abs(c32).max()
+    assert all(v.dtype == "float32" for layer in recurrent_layers(bf16) for v in layer.states)
+    for layer32, layer16 in zip(get_state(fp32), get_state(bf16)):  # h within 2e-2; the LSTM's c relative to its size
+        for k, (a32, a16) in enumerate(zip(layer32, layer16, strict=True)):
+            assert np.abs(a16 - a32).max() < 2e-2 * (1 if k == 0 else np.abs(a32).max())
 
 
 def _cpuinfo(tmp_path, flags):
@@ -85,9 +89,9 @@ def test_auto_picks_bf16_only_with_native_bf16_big_layers_and_the_fast_kernel(tm
         assert training_precision(auto, big, "fast", gpu=True)[0] == "fp32"
         assert training_precision(TrainConfig(precision="fp32"), big, "fast", False)[0] == "fp32"
         assert training_precision(TrainConfig(precision="bf16"), small, "fast", False)[0] == "bf16"
-    with pytest.raises(ConfigError, match="--precision bf16 needs --lstm fast"):
-        training_precision(TrainConfig(precision="bf16", lstm="keras"), big, "keras", False)
-    with pytest.raises(ConfigError, match="--precision must be one of auto, bf16, fp32"):
+    with pytest.raises(ConfigError, match="^precision 'bf16' needs kernel 'fast'"):
+        training_precision(TrainConfig(precision="bf16", kernel="keras"), big, "keras", False)
+    with pytest.raises(ConfigError, match="^precision must be one of auto, bf16, fp32"):
         TrainConfig(precision="fp16").validate()
 
 
@@ -127,7 +131,7 @@ def test_bf16_run_records_it_saves_float32_and_resumes_bit_exactly(tmp_path, sma
     assert _recorded(fp32.run_dir) == "fp32"
     assert fp32.history[-1]["train_loss"] != one.history[-1]["train_loss"]  # bf16 did change the arithmetic
     assert abs(fp32.history[-1]["val_loss"] - one.history[-1]["val_loss"]) < 0.02
-    with pytest.raises(ConfigError, match="only --epochs"):
+    with pytest.raises(ConfigError, match="only epochs, steps, minutes"):
         chargen.train(book, root=tmp_path / "b", epochs=3, resume=True, progress=False, precision="fp32")
 
 
@@ -154,12 +158,12 @@ def test_auto_records_its_choice_and_old_runs_resume_in_fp32(tmp_path, small_tex
 
 def test_bf16_with_the_keras_lstm_is_refused_before_anything_is_written(tmp_path, small_text, capsys):
     book = _book(tmp_path, small_text)
-    with pytest.raises(ConfigError, match="--precision bf16 needs --lstm fast"):
-        chargen.train(book, root=tmp_path / "ck", precision="bf16", lstm="keras", progress=False, **TINY)
+    with pytest.raises(ConfigError, match="^precision 'bf16' needs kernel 'fast'"):
+        chargen.train(book, root=tmp_path / "ck", precision="bf16", kernel="keras", progress=False, **TINY)
     assert not (tmp_path / "ck").exists()
     rc = main(["train", str(book), "--root", str(tmp_path / "ck"), "--precision", "bf16", "--lstm", "keras"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "--lstm fast" in err[0] and "--precision fp32" in err[0]
+    assert rc == 2 and len(err) == 1 and "set --kernel 'fast' or --precision 'fp32'" in err[0]
     with pytest.raises(SystemExit) as exit_:  # argparse refuses a value outside the field's choices
         main(["train", str(book), "--root", str(tmp_path / "ck"), "--precision", "half"])
     err = capsys.readouterr().err

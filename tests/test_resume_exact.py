@@ -61,19 +61,28 @@ def book(tmp_path_factory, small_text):
 
 @pytest.fixture(scope="module")
 def uninterrupted(book):
-    losses = Losses()
-    result = chargen.train(book, root=book.parent / "whole", epochs=EPOCHS, callbacks=[losses], **OPTIONS)
-    return result, losses.seen
+    """run(cell) -> (the uninterrupted run, every step's loss), trained once per cell."""
+    made = {}
+
+    def run(cell):
+        if cell not in made:
+            losses = Losses()
+            result = chargen.train(book, root=book.parent / f"whole-{cell}", epochs=EPOCHS, callbacks=[losses],
+                                   cell=cell, **OPTIONS)
+            made[cell] = result, losses.seen
+        return made[cell]
+    return run
 
 
-@pytest.mark.parametrize("epoch, step", [(1, 1), (0, 37), (0, -1)], ids=["epoch-start", "middle", "last-step"])
-def test_stopped_after_a_step_and_resumed_is_bit_for_bit_one_run(book, uninterrupted, tmp_path, epoch, step):
-    whole, whole_losses = uninterrupted
+@pytest.mark.parametrize("cell, epoch, step", [("lstm", 1, 1), ("lstm", 0, 37), ("lstm", 0, -1), ("gru", 0, 37)],
+                         ids=["epoch-start", "middle", "last-step", "gru-middle"])
+def test_stopped_after_a_step_and_resumed_is_bit_for_bit_one_run(book, uninterrupted, tmp_path, cell, epoch, step):
+    whole, whole_losses = uninterrupted(cell)
     n = whole_losses[-1][1]  # steps per epoch
     assert 0 < 37 < n
     stop = StopAfter(epoch, step)
     with pytest.raises(TrainingInterrupted, match="interrupted at epoch"):
-        chargen.train(book, root=tmp_path, epochs=EPOCHS, callbacks=[stop], **OPTIONS)
+        chargen.train(book, root=tmp_path, epochs=EPOCHS, callbacks=[stop], cell=cell, **OPTIONS)
     stopped_at = (epoch, n if step == -1 else step)
     progress = json.loads((ckpt.snapshot_dir(tmp_path / "book", "last") / "progress.json").read_text())
     assert (progress["epoch"], progress["step"]) == stopped_at  # saved exactly after that step

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 import chargen
+from cells import CELLS, random_weights
 from chargen.config import SampleConfig
 from chargen.cores import Stepper
-from chargen.sampling import NumpyLSTM, pick
+from chargen.net.numpy_engine import NumpyEngine
+from chargen.sampling import pick
 from chargen.serve.batcher import Batcher, RowRandoms
 from chargen.serve.jobs import Job
 from chargen.serve.priming import CHUNK, Primer
@@ -17,13 +19,8 @@ from chargen.serve.service import engines
 from chargen.serve.sessions import Session, Sessions
 
 
-def _random_lstm(units, vocab=60, embed=16, seed=0):
-    rng = np.random.default_rng(seed)
-    layers, inputs = [], embed
-    for u in units:
-        layers.append((rng.normal(size=(inputs, 4 * u)) * 0.1, rng.normal(size=(u, 4 * u)) * 0.1, rng.normal(size=4 * u) * 0.1))
-        inputs = u
-    return NumpyLSTM(rng.normal(size=(vocab, embed)), layers, rng.normal(size=(inputs, vocab)) * 0.1, np.zeros(vocab))
+def _random_engine(cell, units, vocab=60, embed=16, seed=0):
+    return NumpyEngine(cell, *random_weights(cell, units, vocab, embed, seed, scale=0.1, out_scale=0.1))
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +35,7 @@ def wide(gen, request, tmp_path_factory, monkeypatch_module):
     exact engine and on the int8 one (`chargen serve --precision int8`)."""
     from chargen.config import ModelConfig
     from chargen.generate import Generator
-    from chargen.model import build_model
+    from chargen.net.model import build_model
 
     monkeypatch_module.setenv("CHARGEN_CACHE", str(tmp_path_factory.mktemp("int8-cache")))
     cfg = ModelConfig(vocab_size=gen.tokenizer.vocab_size, embed=16, units=(256, 256))
@@ -51,23 +48,25 @@ def monkeypatch_module():
         yield mp
 
 
-@pytest.mark.parametrize("units, block", [((24, 16), 4), ((24, 16), 16), ((256, 256), 16), ((256, 256), 32)])
+@pytest.mark.parametrize("units, block, cell", [((24, 16), 4, "lstm"), ((24, 16), 16, "lstm"), ((256, 256), 16, "lstm"),
+                                               ((256, 256), 32, "lstm"), ((24, 16), 4, "gru"), ((256, 256), 32, "gru")])
 @pytest.mark.parametrize("cores", [1, 2])
-def test_a_row_gives_the_same_bits_at_every_position_of_a_block_beside_any_rows(units, block, cores):
+def test_a_row_gives_the_same_bits_at_every_position_of_a_block_beside_any_rows(units, block, cell, cores):
     """What makes a seeded text independent of the traffic: blocks of one shape, no arithmetic across rows."""
-    lstm = Stepper(_random_lstm(units), cores=cores)
+    engine = Stepper(_random_engine(cell, units), cores=cores)
     rng = np.random.default_rng(1)
-    probe = [(rng.normal(size=u).astype(np.float32), rng.normal(size=u).astype(np.float32)) for u in units]
+    k = len(engine.zero_state(1)[0])  # state tensors per layer
+    probe = [tuple(rng.normal(size=u).astype(np.float32) for _ in range(k)) for u in units]
     seen = []
     for position in range(block):
-        state = [(rng.normal(size=(block, u)).astype(np.float32), rng.normal(size=(block, u)).astype(np.float32))
-                 for u in units]
-        for (h, c), (ph, pc) in zip(state, probe):
-            h[position], c[position] = ph, pc
+        state = [tuple(rng.normal(size=(block, u)).astype(np.float32) for _ in range(k)) for u in units]
+        for arrays, probe_arrays in zip(state, probe):
+            for a, p in zip(arrays, probe_arrays):
+                a[position] = p
         ids = rng.integers(0, 60, block)
         ids[position] = 7
-        logits, new = lstm.step(ids, state)
-        seen.append([logits[position]] + [a[position] for pair in new for a in pair])
+        logits, new = engine.step(ids, state)
+        seen.append([logits[position]] + [a[position] for layer in new for a in layer])
     for row in seen[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(row, seen[0]))
 
@@ -76,8 +75,8 @@ def test_each_row_picks_with_its_own_generator_as_a_single_stream_would():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 40)).astype(np.float32) * 3
     for options in [(0.8, 0, 1.0), (1.3, 5, 1.0), (0.7, 0, 0.9), (0.0, 0, 1.0)]:
-        rows = pick(logits, *options, RowRandoms([np.random.default_rng(s) for s in range(6)]))
-        alone = [pick(logits[i:i + 1], *options, np.random.default_rng(i))[0] for i in range(6)]
+        rows = pick(logits, SampleConfig(0, *options), RowRandoms([np.random.default_rng(s) for s in range(6)]))
+        alone = [pick(logits[i:i + 1], SampleConfig(0, *options), np.random.default_rng(i))[0] for i in range(6)]
         assert rows.tolist() == alone
 
 
@@ -94,9 +93,8 @@ class Engine:
     def __init__(self, gen, block_rows=4, capacity=12, sessions=None):
         self.sessions = sessions or Sessions(10)
         stepping, priming = engines(gen)  # as chargen serve builds them, at the generator's precision
-        self.batcher = Batcher(stepping, gen.tokenizer, gen.config.units, capacity, block_rows,
-                               self.sessions, notify=lambda jobs: None)
-        self.primer = Primer(priming, gen.tokenizer, gen.config.units, self.batcher)
+        self.batcher = Batcher(stepping, gen.tokenizer, capacity, block_rows, self.sessions, notify=lambda jobs: None)
+        self.primer = Primer(priming, gen.tokenizer, self.batcher)
 
     def run(self, schedule):
         """schedule: {step: [jobs to add before it]}; steps until every job is done."""
@@ -132,18 +130,20 @@ def test_a_seeded_row_gives_the_same_text_whatever_joins_and_leaves_beside_it(wi
         got = engine.sessions.get(target.session_id)
         assert "".join(target.pieces) == "".join(alone.pieces), f"trial {trial}, joined at step {at}"
         np.testing.assert_array_equal(got.logits, want.logits)
-        for (h, c), (wh, wc) in zip(got.state, want.state):
-            np.testing.assert_array_equal(h, wh)
-            np.testing.assert_array_equal(c, wc)
+        for layer, layer_want in zip(got.state, want.state):
+            for a, b in zip(layer, layer_want, strict=True):
+                np.testing.assert_array_equal(a, b)
 
 
-def test_served_text_is_the_generators_where_the_arithmetic_agrees(gen):
+@pytest.mark.parametrize("cell", CELLS)
+def test_served_text_is_the_generators_where_the_arithmetic_agrees(trained_runs, cell):
     """Same options, same rng_seed: the text `chargen sample` gives, where the arithmetic allows.
 
     Without a seed both read a newline with the same one-row step, then differ only in the products: blocks of
     rows in two halves vs a single row's whole-layer products, equal to ~1e-7, so a pick can flip where two
     choices tie that closely. With a seed, `chargen sample` reads it with Keras and the server with numpy steps.
     The next-character probabilities agree to 1e-5 either way."""
+    gen = chargen.load(trained_runs(cell).run_dir, which="last")
     same = {"": 0, "the ": 0}
     for seed_text in same:
         for seed in range(8):
@@ -156,11 +156,11 @@ def test_served_text_is_the_generators_where_the_arithmetic_agrees(gen):
     job = Engine(gen).primer.prime(_job(seed="the "))
     np.testing.assert_allclose(_probs(job.logits), _probs(gen.next_logits()), atol=1e-5)
     state = job.state
-    batch_state = [(np.repeat(h, 4, 0), np.repeat(c, 4, 0)) for h, c in state]
+    batch_state = [tuple(np.repeat(a, 4, 0) for a in layer) for layer in state]
     for ch in "state of each":
         ids = gen.tokenizer.encode(ch).astype(np.int64)
         one, state = gen.stepper.step(ids, state)
-        rows, batch_state = Stepper(gen.stepper.lstm).step(np.repeat(ids, 4), batch_state)
+        rows, batch_state = Stepper(gen.stepper.engine).step(np.repeat(ids, 4), batch_state)
         np.testing.assert_allclose(_probs(rows[2]), _probs(one[0]), atol=1e-5)
 
 
@@ -174,7 +174,7 @@ def test_a_long_seed_is_primed_in_turns_to_the_same_bits_as_at_once(gen, small_t
     """The priming thread reads CHUNK tokens a turn, round-robin; the state is the one-row steps' over the seed."""
     seed = small_text[:CHUNK * 2 + 7]
     batcher = Engine(gen).batcher
-    primer = Primer(Stepper(gen.stepper.lstm, cores=1), gen.tokenizer, gen.config.units, batcher)
+    primer = Primer(Stepper(gen.stepper.engine, cores=1), gen.tokenizer, batcher)
     long, short = _job(seed=seed), _job(seed="row ")
     primer.start()
     primer.submit(long)
@@ -238,7 +238,7 @@ def test_a_bpe_model_is_served_by_characters(small_text):
     from chargen.bpe import BpeTokenizer
     from chargen.config import ModelConfig
     from chargen.generate import Generator
-    from chargen.model import build_model
+    from chargen.net.model import build_model
 
     tok = BpeTokenizer.train(small_text, 40)
     cfg = ModelConfig(vocab_size=tok.vocab_size, embed=8, units=(16,))

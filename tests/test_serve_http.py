@@ -203,7 +203,7 @@ def test_an_int8_server_serves_the_int8_engines_text(trained_run, tmp_path, monk
                "--precision", "int8", env={"CHARGEN_CACHE": str(tmp_path)})
     try:
         m = s.client.get("/v1/model").json()
-        assert (m["precision"], m["engine"]) == ("int8", "Int8LSTM")
+        assert (m["precision"], m["engine"]) == ("int8", "Int8Engine")
         body = dict(seed="the ", length=200, temperature=1.0, rng_seed=3)
         answer = _generate(s, **body)
         streamed = _stream(s, **body)

@@ -83,7 +83,7 @@ def test_unknown_mode_and_too_short_text():
 def tiny(small_text):
     import keras
 
-    from chargen.model import build_model
+    from chargen.net.model import build_model
 
     tok = CharTokenizer.from_text(small_text)
     ids = tok.encode(small_text)

@@ -22,6 +22,11 @@ SEED = "the state of each row carries on the stre"  # mid-word: what follows dep
 SAMPLING = {"greedy": dict(temperature=0), "t0.8 seed 7": dict(temperature=0.8, rng_seed=7)}
 
 
+def _softmax(z):
+    z = np.asarray(z, np.float64)
+    return np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+
+
 def _random_weights(cfg, seed=0):
     """Weights large enough that what comes next depends strongly on the state (the tiny trained
     model mostly predicts spaces whatever it read, which would hide a state that is not restored)."""
@@ -31,14 +36,17 @@ def _random_weights(cfg, seed=0):
     return [rng.normal(0, 0.7, shape).astype(np.float32) for shape in weight_shapes(cfg)]
 
 
-@pytest.fixture(scope="module", params=["fp32", "int8"])
-def make(trained_run, request, tmp_path_factory):
-    """Generators with the same random weights, on the exact engine and on the int8 one (logits from h in both)."""
-    trained = chargen.load(trained_run.run_dir, which="last")
+@pytest.fixture(scope="module", params=[("lstm", "fp32"), ("lstm", "int8"), ("gru", "fp32"), ("gru", "int8")],
+                ids=lambda p: "-".join(p))
+def make(trained_runs, request, tmp_path_factory):
+    """Generators of each cell with the same random weights, on the exact engine and on the int8 one (logits
+    from h in both)."""
+    cell, precision = request.param
+    trained = chargen.load(trained_runs(cell).run_dir, which="last")
     weights = _random_weights(trained.config)
     cache = tmp_path_factory.mktemp("int8-cache")
     saved, os.environ["CHARGEN_CACHE"] = os.environ.get("CHARGEN_CACHE"), str(cache)
-    yield lambda: Generator(trained.config, weights, trained.tokenizer, precision=request.param)
+    yield lambda: Generator(trained.config, weights, trained.tokenizer, precision=precision)
     if saved is None:
         os.environ.pop("CHARGEN_CACHE")
     else:
@@ -105,7 +113,15 @@ def test_an_all_zero_state_is_the_start_of_text(gen):
     gen.set_state(gen.zero_state())
     assert gen.generate("", 40, temperature=0) == after_reset
     gen.reset()
-    assert gen.generate("\n", 40, temperature=0) == after_reset  # the start token is a newline
+    if gen.precision == "fp32":
+        assert gen.generate("\n", 40, temperature=0) == after_reset  # the start token is a newline
+        return
+    # int8: a seed is read by the fp32 Keras model (chargen/generate.py), the start token by the int8 step, so
+    # the two states are close, not equal (and a greedy text from them can part after a while)
+    start = gen.next_logits()
+    gen.reset()
+    primed = gen.prime("\n")
+    assert np.abs(_softmax(primed) - _softmax(start)).max() < 0.05
 
 
 def test_the_command_line_continues_a_seed_as_a_restored_state_does(trained_run, tmp_path):

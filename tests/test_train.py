@@ -7,7 +7,7 @@ import chargen
 from chargen import checkpoint as ckpt
 from chargen import trainer as train_mod
 from chargen.errors import CheckpointError, ConfigError
-from chargen.model import get_state
+from chargen.net.model import get_state
 
 from conftest import TINY
 
@@ -72,7 +72,7 @@ def test_existing_run_is_not_overwritten_without_asking(trained_run, small_text)
     book = run.parent.parent / "book.txt"
     with pytest.raises(CheckpointError, match="--resume"):
         chargen.train(book, root=run.parent, progress=False, epochs=1, **TINY)
-    with pytest.raises(ConfigError, match="only --epochs"):
+    with pytest.raises(ConfigError, match="only epochs, steps, minutes"):
         chargen.train(book, root=run.parent, progress=False, resume=True, epochs=3, units=(8,))
 
 

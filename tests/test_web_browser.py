@@ -6,15 +6,31 @@ import pytest
 
 import chargen
 from browser import browser_errors, screenshot, static_server, wait_for
-from chargen.sampling import NumpyLSTM, pick
+from cells import CELLS
+from chargen.config import SampleConfig
+from chargen.net.numpy_engine import NumpyEngine
+from chargen.sampling import pick
 from conftest import TINY
 
 STEPS = 200
 
 
 @pytest.fixture(scope="module")
-def site(trained_run, tmp_path_factory):
-    return chargen.export(trained_run.run_dir, out=tmp_path_factory.mktemp("web") / "site", format="web")
+def sites(trained_runs, tmp_path_factory):
+    """site(cell) -> the web export of that cell's tiny trained run (its best snapshot), made once."""
+    made = {}
+
+    def site(cell):
+        if cell not in made:
+            made[cell] = chargen.export(trained_runs(cell).run_dir, out=tmp_path_factory.mktemp("web") / "site",
+                                        format="web")
+        return made[cell]
+    return site
+
+
+@pytest.fixture(scope="module")
+def site(sites):
+    return sites("lstm")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +52,7 @@ def in_page(browser, body: str, *args):
 
 def numpy_probs(gen, ids) -> np.ndarray:
     """Per step, the next token's probabilities from chargen's numpy engine, fed `ids` from the zero state."""
-    engine, state, out = NumpyLSTM.from_keras(gen.model), gen.zero_state(), []
+    engine, state, out = NumpyEngine.from_weights(gen.config, gen.model.get_weights()), gen.zero_state(), []
     for i in ids:
         logits, state = engine.step(np.array([i]), state)
         z = logits[0].astype(np.float64)
@@ -62,10 +78,13 @@ def shown(browser, element: str) -> str:
     return browser.execute_script(f"return document.getElementById('{element}').textContent")
 
 
-def test_probabilities_match_the_numpy_engine_over_200_steps(browser, site, generator, small_text):
+@pytest.mark.parametrize("cell", CELLS)
+def test_probabilities_match_the_numpy_engine_over_200_steps(browser, sites, trained_runs, small_text, cell):
+    """The page's engine (chargen.js: CELLS[cell]) against chargen's numpy engine, for every cell."""
+    generator = chargen.load(trained_runs(cell).run_dir)  # the snapshot the export took (best)
     text = small_text[:STEPS]  # words with király, 中文 and ünï in them: characters beyond ASCII and the BMP's Latin
     ids = generator.tokenizer.encode(text).tolist()
-    with static_server(site) as url:
+    with static_server(sites(cell)) as url:
         browser.get(url)
         got = in_page(browser, "return {ids: generator.tokenizer.encode(args[0]), probs: model.trace(args[1])};", text, ids)
     assert got["ids"] == ids
@@ -193,7 +212,8 @@ def test_sampling_draws_from_the_distribution_pick_draws_from(browser, site):
         want = np.where(np.isin(np.arange(len(want)), keep), want, 0.0)
         np.testing.assert_allclose(p, want / want.sum(), atol=1e-12, err_msg=f"{(temperature, top_k, top_p)}")
         # chargen.sampling.pick's own draws, and the browser's, land where p says (5 standard errors)
-        ours = np.bincount(pick(np.tile(logits, (draws, 1)), temperature, top_k, top_p, rng), minlength=len(p)) / draws
+        options = SampleConfig(0, temperature, top_k, top_p)
+        ours = np.bincount(pick(np.tile(logits, (draws, 1)), options, rng), minlength=len(p)) / draws
         theirs = np.array(run["counts"]) / draws
         tolerance = 5 * np.sqrt(p * (1 - p) / draws) + 1e-12
         assert (np.abs(ours - p) <= tolerance).all() and (np.abs(theirs - p) <= tolerance).all(), (ours, theirs, p)

@@ -38,7 +38,7 @@ def test_the_folder_holds_the_page_the_arrays_and_the_vocabulary(trained_run, tm
     weights = gen.model.get_weights()
     data = (out / "weights.bin").read_bytes()
     assert len(data) == doc["weights_bytes"] == sum(w.size * 4 for w in weights)
-    names, _ = export_web.layout(gen.config.units)
+    names, _ = export_web.layout(gen.config)
     assert list(doc["tensors"]) == names
     for name, w in zip(names, weights):
         t = doc["tensors"][name]

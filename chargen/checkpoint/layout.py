@@ -11,54 +11,37 @@ Format 2 stores arrays by name (chargen/checkpoint/tensors.py), so any tool can 
                              dropout_0/seed  ...       (2,) int64  with --dropout: each Dropout layer's RNG
     optimizer.safetensors    iteration  learning_rate  embedding/momentum  lstm_0/kernel/velocity  ...
 
-The names are the model's own: a layer's name (model.py names them embedding, lstm_i / gru_i,
-dropout_i, logits) and the Keras name of the weight, with Keras's inner "lstm_cell" dropped and
+The names are the model's own: a layer's name (chargen/net/model.py names them embedding, lstm_i or gru_i,
+dropout_i, logits) and the Keras name of the weight, with the inner "lstm_cell" or "gru_cell" dropped and
 two renamed so they say what they are: embedding/embeddings is `embedding`, the logits layer is
-`output`. `weight_names` derives them from a built model's variables and `weight_layout` from the
-config (what a file must hold, checked before a model is built); tests pin that the two agree.
-The Keras weights and the state of each cell are in CELLS until chargen/net's registry owns them.
+`output`. `weight_names` derives them from a built model's variables and `weight_layout` (chargen/net/layout.py,
+from each cell's own weight shapes) from the config: what a file must hold, checked before a model is
+built; tests pin that the two agree. A layer's state names are its cell's (`Cell.state`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from chargen.errors import CheckpointError
+from chargen.net import NAMES, get_cell
+from chargen.net.layout import weight_layout, weight_shapes
+
+__all__ = ["cell_of", "checkpoint_name", "in_order", "optimizer_names", "state_layout", "weight_layout",
+           "weight_names", "weight_shapes"]
 
 Shape = tuple[int, ...]
-# cell -> (its weights in get_weights() order as (Keras name, shape) for input width d and u units, its state names)
-CELLS: dict[str, tuple[Callable[[int, int], tuple[tuple[str, Shape], ...]], tuple[str, ...]]] = {
-    "lstm": (lambda d, u: (("kernel", (d, 4 * u)), ("recurrent_kernel", (u, 4 * u)), ("bias", (4 * u,))), ("h", "c")),
-    "gru": (lambda d, u: (("kernel", (d, 3 * u)), ("recurrent_kernel", (u, 3 * u)), ("bias", (2, 3 * u))), ("h",)),
-}
 RENAMED = {"embedding/embeddings": "embedding", "logits": "output"}  # a Keras path or layer -> its checkpoint name
 
 
 def cell_of(cfg: Any) -> str:
-    """The run's cell: ModelConfig.cell where it exists (chargen/net adds it), else lstm, as every run before it."""
+    """The run's cell (ModelConfig.cell; a config.json written before cells were a choice means lstm)."""
     cell = getattr(cfg, "cell", "lstm")
-    if cell not in CELLS:
-        raise CheckpointError(f"cell {cell!r} is not one this chargen knows ({', '.join(CELLS)}); upgrade chargen")
+    if cell not in NAMES:
+        raise CheckpointError(f"cell {cell!r} is not one this chargen knows ({', '.join(NAMES)}); upgrade chargen")
     return cell
-
-
-def weight_layout(cfg: Any) -> list[tuple[str, Shape]]:
-    """(name, shape) of every weight, in get_weights() order, for a ModelConfig."""
-    cell = cell_of(cfg)
-    weights, _ = CELLS[cell]
-    layout: list[tuple[str, Shape]] = [("embedding", (cfg.vocab_size, cfg.embed))]
-    inputs = cfg.embed
-    for i, u in enumerate(cfg.units):
-        layout += [(f"{cell}_{i}/{name}", shape) for name, shape in weights(inputs, u)]
-        inputs = u
-    return layout + [("output/kernel", (inputs, cfg.vocab_size)), ("output/bias", (cfg.vocab_size,))]
-
-
-def weight_shapes(cfg: Any) -> list[Shape]:
-    """The shapes of get_weights() for a config."""
-    return [shape for _, shape in weight_layout(cfg)]
 
 
 def checkpoint_name(path: str) -> str:
@@ -77,11 +60,11 @@ def weight_names(variables: Sequence[Any]) -> list[str]:
 
 def state_layout(cfg: Any, batch_size: int) -> list[tuple[str, Shape, "np.dtype | None"]]:
     """(name, shape, dtype) of the training state, in the order the engine gives it: each layer's state tensors
-    (all B rows, in stream order, float32), then each Dropout layer's RNG state (model.py puts one after each
+    (all B rows, in stream order, float32), then each Dropout layer's RNG state (chargen/net/model.py puts one after each
     layer; Keras keeps it as integers, dtype None: any integer type)."""
-    cell = cell_of(cfg)
-    _, states = CELLS[cell]
-    layout = [(f"{cell}_{i}/{s}", (batch_size, u), np.dtype(np.float32)) for i, u in enumerate(cfg.units) for s in states]
+    cell = get_cell(cell_of(cfg))
+    layout = [(f"{cell.name}_{i}/{s}", (batch_size, u), np.dtype(np.float32))
+              for i, u in enumerate(cfg.units) for s in cell.state]
     if cfg.dropout > 0:
         layout += [(f"dropout_{i}/seed", (2,), None) for i in range(len(cfg.units))]
     return layout

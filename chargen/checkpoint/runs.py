@@ -44,7 +44,7 @@ def default_name(corpus: str | os.PathLike[str]) -> str:
 def check_which(which: str) -> None:
     """ConfigError unless `which` names a snapshot a run points to: best or last."""
     if which not in WHICH:
-        raise ConfigError(f"--which must be 'best' or 'last', got {which!r}")
+        raise ConfigError(f"which must be 'best' or 'last', got {which!r}", arguments=("which",))
 
 
 def check_writable(run_dir: Path) -> None:

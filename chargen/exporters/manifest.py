@@ -1,7 +1,8 @@
 """chargen_export.json: what every export says about itself, and the step formats' inputs and outputs.
 
     format, version, model_format        which export this is
-    units, embed, vocab_size, tokenizer  the model's sizes and its kind of vocabulary
+    cell, units, embed, vocab_size,      the model's cell (lstm, gru), sizes and kind of vocabulary
+    tokenizer
     chars                                token id i is chars[i] (with BPE a piece of text; tokenizer.json holds the same)
     start_token                          what chargen's Generator feeds first when there is no seed text
     source                               the run, snapshot and epoch it came from
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from chargen.checkpoint import Snapshot
 from chargen.exporters.step import SIGNATURE, state_names
+from chargen.net import get_cell
 from chargen.tokenizer import start_token
 
 FORMAT = "chargen-export"
@@ -26,7 +28,7 @@ def manifest_head(snap: Snapshot, run: Path, which: str, format: str) -> dict:
     cfg = snap.model
     return {
         "format": FORMAT, "version": VERSION, "model_format": format,
-        "units": list(cfg.units), "embed": cfg.embed, "vocab_size": cfg.vocab_size,
+        "cell": cfg.cell, "units": list(cfg.units), "embed": cfg.embed, "vocab_size": cfg.vocab_size,
         "tokenizer": snap.tokenizer.kind,
         "chars": list(snap.tokenizer.tokens),
         "start_token": start_token(snap.tokenizer),
@@ -37,14 +39,15 @@ def manifest_head(snap: Snapshot, run: Path, which: str, format: str) -> dict:
 def step_manifest(head: dict, model_file: str) -> str:
     """The manifest of a single-step export (savedmodel, tflite): `head` plus the signature's inputs and outputs."""
     units, vocab = head["units"], head["vocab_size"]
+    names = state_names(get_cell(head["cell"]), len(units))
     tensor = lambda shape, dtype="float32": {"shape": list(shape), "dtype": dtype}  # noqa: E731
-    state = {n: tensor((1, u)) for (h, c), u in zip(state_names(len(units)), units) for n in (h, c)}
+    state = {n: tensor((1, u)) for layer_names, u in zip(names, units) for n in layer_names}
     doc = {
         **head,
         "model_file": model_file, "signature": SIGNATURE,
         "inputs": {"token": tensor((1,), "int32"), **state},
         "outputs": {"logits": tensor((1, vocab)), "probs": tensor((1, vocab)), **state},
-        "state": [list(pair) for pair in state_names(len(units))],
+        "state": names,
         "usage": "start with zero state; feed one token and the state, sample from probs, then pass "
                  "the outputs named in 'state' back in as the inputs of the same names",
     }

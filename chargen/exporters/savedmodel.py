@@ -10,7 +10,8 @@ from pathlib import Path
 
 from chargen.checkpoint import Snapshot
 from chargen.exporters.manifest import MANIFEST, step_manifest
-from chargen.exporters.step import SIGNATURE, _numpy_stepper, _step_module, check_against_numpy
+from chargen.exporters.step import SIGNATURE, check_against_numpy, step_module
+from chargen.net.numpy_engine import NumpyEngine
 
 
 def write(folder: Path, snap: Snapshot, head: dict) -> None:
@@ -18,12 +19,11 @@ def write(folder: Path, snap: Snapshot, head: dict) -> None:
     import tensorflow as tf
 
     cfg = snap.model
-    stepper = _numpy_stepper(snap.weights, len(cfg.units))
-    module = _step_module(stepper, cfg.units)
+    engine = NumpyEngine.from_weights(cfg, snap.weights)
+    module = step_module(engine)
     try:
         tf.saved_model.save(module, str(folder), signatures={SIGNATURE: module.step.get_concrete_function()})
     except tf.errors.OpError as e:  # TensorFlow's file layer reports a full disk or no permission this way
         raise OSError(e.message) from None
     (folder / MANIFEST).write_text(step_manifest(head, "."), encoding="utf-8")
-    check_against_numpy(tf.saved_model.load(str(folder)).signatures[SIGNATURE], "savedmodel", stepper, cfg.units,
-                        cfg.vocab_size)
+    check_against_numpy(tf.saved_model.load(str(folder)).signatures[SIGNATURE], "savedmodel", engine, cfg.vocab_size)

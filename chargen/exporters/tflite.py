@@ -3,7 +3,7 @@
     OUT/  model.tflite                    signature serving_default: step.py's inputs and outputs
           tokenizer.json  chargen_export.json
 
-`load_tflite_step(path)` gives a callable step(token=..., h0=..., c0=..., ...) -> dict for such a
+`load_tflite_step(path)` gives a callable step(token=..., h0=..., ...) -> dict for such a
 file, on `ai_edge_litert` where it is installed, else TensorFlow's own interpreter.
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 
 from chargen.checkpoint import Snapshot
 from chargen.exporters.manifest import MANIFEST, step_manifest
-from chargen.exporters.step import SIGNATURE, _numpy_stepper, _step_module, check_against_numpy
+from chargen.exporters.step import SIGNATURE, check_against_numpy, step_module
+from chargen.net.numpy_engine import NumpyEngine
 
 TFLITE_FILE = "model.tflite"
 
@@ -23,10 +24,10 @@ TFLITE_FILE = "model.tflite"
 def write(folder: Path, snap: Snapshot, head: dict) -> None:
     """Write model.tflite and its manifest into `folder`, then load it back and check it against numpy."""
     cfg = snap.model
-    stepper = _numpy_stepper(snap.weights, len(cfg.units))
-    (folder / TFLITE_FILE).write_bytes(to_tflite(_step_module(stepper, cfg.units)))
+    engine = NumpyEngine.from_weights(cfg, snap.weights)
+    (folder / TFLITE_FILE).write_bytes(to_tflite(step_module(engine)))
     (folder / MANIFEST).write_text(step_manifest(head, TFLITE_FILE), encoding="utf-8")
-    check_against_numpy(load_tflite_step(folder / TFLITE_FILE), "tflite", stepper, cfg.units, cfg.vocab_size)
+    check_against_numpy(load_tflite_step(folder / TFLITE_FILE), "tflite", engine, cfg.vocab_size)
 
 
 def to_tflite(module, int8: bool = False) -> bytes:
@@ -59,5 +60,5 @@ def tflite_interpreter(**kwargs):
 
 
 def load_tflite_step(path: str | os.PathLike[str]):
-    """A callable step(token=..., h0=..., c0=..., ...) -> dict for an exported model.tflite (see tflite_interpreter)."""
+    """A callable step(token=..., h0=..., ...) -> dict for an exported model.tflite (see tflite_interpreter)."""
     return tflite_interpreter(model_path=str(path)).get_signature_runner(SIGNATURE)

@@ -8,9 +8,10 @@
           tokenizer.json       the checkpoint's, byte for byte
 
 The arrays are Keras's own (get_weights(): embedding, per layer kernel, recurrent_kernel and bias in
-gate order i, f, c, o, then the dense layer), named by their Keras paths, so the manifest reads like
-the model and a new cell adds its arrays under its own layer entry. The page, chargen.js and page.js
-are package data (chargen/web/), copied as they are: nothing in them depends on the model.
+the cell's gate order, then the dense layer), named as chargen.net.layout names them, so the
+manifest reads like the model; each layer entry names its cell, whose step chargen.js's CELLS holds
+(a new cell adds an entry there). The page, chargen.js and page.js are package data (chargen/web/),
+copied as they are: nothing in them depends on the model.
 
 Before the folder is put in place (chargen/exporters/folder.py: it is written under a temporary
 name), the arrays are read back through the manifest as chargen.js reads them, and must be exactly
@@ -29,7 +30,10 @@ from typing import Any
 import numpy as np
 
 from chargen import checkpoint as ckpt
+from chargen.config import ModelConfig
 from chargen.errors import ExportError
+from chargen.net import get_cell
+from chargen.net.layout import weight_layout
 from chargen.exporters.manifest import MANIFEST
 
 WEIGHTS_FILE = "weights.bin"
@@ -38,24 +42,23 @@ USAGE = ("open index.html from any static file server (python -m http.server -d 
          "and choose chargen_export.json and weights.bin when it asks; chargen.js's Model/Generator run it in any page")
 
 
-LSTM_ROLES = ("kernel", "recurrent_kernel", "bias")  # a layer's arrays, as chargen.js's CELLS.lstm names them
-
-
-def layout(units: tuple[int, ...]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The Keras paths of get_weights()'s arrays in its order (chargen.checkpoint.weight_shapes), and the
-    manifest's layer entries: each layer's cell, units and its arrays by role."""
-    names, layers = ["embedding/embeddings"], []
-    for i, u in enumerate(units):
-        roles = {role: f"lstm_{i}/{role}" for role in LSTM_ROLES}
-        names += roles.values()
-        layers.append({"cell": "lstm", "units": u, "weights": roles})
-    return names + ["logits/kernel", "logits/bias"], layers
+def layout(cfg: ModelConfig) -> tuple[list[str], list[dict[str, Any]]]:
+    """The names of get_weights()'s arrays in its order (chargen.net.layout), and the manifest's layer
+    entries: each layer's cell (its key in chargen.js's CELLS), units and its arrays by role."""
+    names = [name for name, _ in weight_layout(cfg)]
+    cell = get_cell(cfg.cell)
+    if cell.js_step is None:
+        raise ExportError(f"the web engine (chargen.js) has no step for the {cell.name} cell; export it as "
+                          "--format savedmodel or tflite")
+    layers = [{"cell": cell.js_step, "units": u, "weights": {role: f"{cell.name}_{i}/{role}" for role in cell.weights}}
+              for i, u in enumerate(cfg.units)]
+    return names, layers
 
 
 def write(folder: Path, snap: ckpt.Snapshot, manifest: dict[str, Any], manifest_name: str = MANIFEST) -> None:
     """Write the page, weights.bin and the manifest (`manifest` plus the web entries) into `folder`, then check them."""
     folder.chmod(0o755)  # not the temporary folder's 0700: a web server running as another user must read it
-    names, layers = layout(snap.model.units)
+    names, layers = layout(snap.model)
     tensors, size = _write_weights(folder / WEIGHTS_FILE, dict(zip(names, snap.weights)))
     page = resources.files("chargen") / "web"
     for name in PAGE_FILES:
@@ -102,7 +105,8 @@ def read_arrays(folder: str | Path, manifest_name: str = MANIFEST) -> list[np.nd
             raise ExportError(f"{folder / manifest_name}: {name} lies outside {doc['weights_file']}; export again")
         return np.frombuffer(data, "<f4", count, t["offset"]).reshape(t["shape"])
 
-    return ([array(doc["embedding"])] + [array(layer["weights"][r]) for layer in doc["layers"] for r in LSTM_ROLES]
+    return ([array(doc["embedding"])]
+            + [array(name) for layer in doc["layers"] for name in layer["weights"].values()]  # written in get_weights() order
             + [array(doc["output"]["kernel"]), array(doc["output"]["bias"])])
 
 

@@ -1,7 +1,7 @@
 """Continuous batching: every client's row stepped together, one character per step, in one thread.
 
-An LSTM's whole context is its (h, c), so any number of generations can be the rows of one
-batch, joining and leaving between any two steps. Each step: pick a character for every row
+A recurrent model's whole context is its state (the LSTM's (h, c), the GRU's h), so any number of
+generations can be the rows of one batch, joining and leaving between any two steps. Each step: pick a character for every row
 (each row with its own options and its own random number generator), feed them all through the
 engine, hand each row its piece, and take out the rows that are done.
 
@@ -14,7 +14,8 @@ more. Picking is per row too: rows with the same options are picked in one `samp
 each drawing its number from its own generator (RowRandoms), exactly as `chargen sample` does.
 
 The engine is any object with step(ids (R,), state) -> (logits (R, V), state), pure (the given
-state is not modified): chargen.cores.Stepper over sampling.NumpyLSTM by default.
+state is not modified), and zero_state(rows): chargen.cores.Stepper over the numpy engine
+(chargen.net.numpy_engine) by default.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from chargen.config import SampleConfig
 from chargen.sampling import pick
 from chargen.serve.jobs import Job
 from chargen.serve.sessions import Session, Sessions
@@ -52,14 +54,13 @@ class RowRandoms:
 class Batcher:
     """Steps the rows of all active jobs together in its own thread; `submit` a primed job to add a row."""
 
-    def __init__(self, engine, tokenizer, units: tuple[int, ...], capacity: int, block_rows: int,
+    def __init__(self, engine, tokenizer, capacity: int, block_rows: int,
                  sessions: Sessions, notify: Callable[[list[Job]], None], flush_s: float = 0.02):
         self.engine, self.sessions, self.notify, self.flush_s = engine, sessions, notify, flush_s
         self.tokens = list(tokenizer.tokens)
         self.block_rows = block_rows
         rows = -(-capacity // block_rows) * block_rows  # whole blocks
-        self.h = [np.zeros((rows, u), np.float32) for u in units]
-        self.c = [np.zeros((rows, u), np.float32) for u in units]
+        self.state = [list(layer) for layer in engine.zero_state(rows)]  # per layer its state tensors, every row
         self.logits = np.zeros((rows, tokenizer.vocab_size), np.float32)
         self.jobs: list[Job] = []  # row i steps jobs[i]; rows past len(jobs) are padding
         self.ready: collections.deque[Job] = collections.deque()
@@ -141,26 +142,27 @@ class Batcher:
             else:
                 i = len(self.jobs)
                 self.jobs.append(job)
-                for (h, c), (jh, jc) in zip(zip(self.h, self.c), job.state):
-                    h[i], c[i] = jh[0], jc[0]
+                for arrays, given in zip(self.state, job.state):
+                    for array, value in zip(arrays, given):
+                        array[i] = value[0]
                 self.logits[i] = job.logits
 
     def _step(self) -> None:
         n, size = len(self.jobs), self.block_rows
         blocks = -(-n // size)
         ids = np.zeros(blocks * size, np.int64)  # padding rows read id 0; their results are never used
-        groups: dict[tuple, list[int]] = {}
+        groups: dict[SampleConfig, list[int]] = {}
         for i, job in enumerate(self.jobs):
             groups.setdefault(job.options, []).append(i)
-        for (temperature, top_k, top_p), rows in groups.items():
-            draws = RowRandoms([self.jobs[i].rng for i in rows])
-            ids[rows] = pick(self.logits[rows], temperature, top_k, top_p, draws)
+        for options, rows in groups.items():
+            ids[rows] = pick(self.logits[rows], options, RowRandoms([self.jobs[i].rng for i in rows]))
         for b in range(blocks):
             rows = slice(b * size, (b + 1) * size)
-            logits, state = self.engine.step(ids[rows], [(h[rows], c[rows]) for h, c in zip(self.h, self.c)])
+            logits, state = self.engine.step(ids[rows], [tuple(a[rows] for a in arrays) for arrays in self.state])
             self.logits[rows] = logits
-            for (h, c), (new_h, new_c) in zip(zip(self.h, self.c), state):
-                h[rows], c[rows] = new_h, new_c
+            for arrays, new in zip(self.state, state):
+                for array, value in zip(arrays, new):
+                    array[rows] = value
         self.steps += 1
         done = []
         for i, (job, idx) in enumerate(zip(self.jobs, ids[:n].tolist())):
@@ -177,7 +179,7 @@ class Batcher:
             else:
                 self._pending[job] = None
         for i in reversed(done):
-            session = ([(h[i:i + 1].copy(), c[i:i + 1].copy()) for h, c in zip(self.h, self.c)], self.logits[i].copy())
+            session = ([tuple(a[i:i + 1].copy() for a in arrays) for arrays in self.state], self.logits[i].copy())
             job = self._remove(i)
             self._finish(job, "stop" if job.stopped_by is not None else "length", session=session)
         self._flush()
@@ -186,8 +188,9 @@ class Batcher:
         """Take row i out, moving the last row into its place (rows stay dense: fewest blocks)."""
         job, last = self.jobs[i], len(self.jobs) - 1
         if i != last:
-            for h, c in zip(self.h, self.c):
-                h[i], c[i] = h[last], c[last]
+            for arrays in self.state:
+                for array in arrays:
+                    array[i] = array[last]
             self.logits[i] = self.logits[last]
             self.jobs[i] = self.jobs[last]
         self.jobs.pop()

@@ -9,6 +9,7 @@ no lock is needed: the handler reads `pieces` up to the length it sees.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from chargen.serve.requests import GenerateRequest
 from chargen.stops import StopStrings
 
-State = list[tuple[np.ndarray, np.ndarray]]
+State = list[tuple[np.ndarray, ...]]  # per layer, its cell's state tensors
 # Why a generation ended: its length reached, a stop string, the client went away, the server is stopping,
 # or a bug (logged on the server's stderr).
 FINISH_REASONS = ("length", "stop", "cancelled", "shutdown", "error")
@@ -25,7 +26,8 @@ FINISH_REASONS = ("length", "stop", "cancelled", "shutdown", "error")
 class Job:
     def __init__(self, request: GenerateRequest, event: asyncio.Event | None = None):
         self.request = request
-        self.options = (request.sample.temperature, request.sample.top_k, request.sample.top_p)
+        # How this row picks (its SampleConfig without length and rng_seed): rows alike in it are picked together
+        self.options = replace(request.sample, length=0, rng_seed=None)
         self.stops = StopStrings(request.stop)
         self.event = event  # set (through the loop) whenever there is news; None where nobody waits
         # the starting point: a saved session's, or zero; then the primed state, logits and generator

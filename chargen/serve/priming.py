@@ -28,8 +28,8 @@ CHUNK = 64  # seed tokens primed per turn (~6-25 ms at 2x512)
 class Primer:
     """Primes submitted jobs with `stepper` (one row; only this thread uses it), then hands them to the batcher."""
 
-    def __init__(self, stepper, tokenizer, units: tuple[int, ...], batcher: Batcher):
-        self.stepper, self.tokenizer, self.units, self.batcher = stepper, tokenizer, units, batcher
+    def __init__(self, stepper, tokenizer, batcher: Batcher):
+        self.stepper, self.tokenizer, self.batcher = stepper, tokenizer, batcher
         self._queue: collections.deque[tuple[Job, int]] = collections.deque()  # (job, seed tokens read)
         self._wake = threading.Event()
         self._closing = False
@@ -84,9 +84,6 @@ class Primer:
             else:
                 self._queue.append((job, done + CHUNK))
 
-    def _zero(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [(np.zeros((1, u), np.float32), np.zeros((1, u), np.float32)) for u in self.units]
-
     def _prime(self, job: Job, done: int) -> bool:
         """Read the seed's tokens [done, done + CHUNK) into job.state and job.logits. True when it is all read."""
         if done == 0:
@@ -95,11 +92,12 @@ class Primer:
                 job.state, job.logits = job.start
             elif len(job.seed_ids) == 0:  # no seed: a newline read from zero state, as the Generator does
                 if self._blank is None:  # the same for every such request: read once (the arrays are only read)
-                    logits, state = self.stepper.step(np.array([start_token(self.tokenizer)], np.int64), self._zero())
+                    logits, state = self.stepper.step(np.array([start_token(self.tokenizer)], np.int64),
+                                                      self.stepper.zero_state(1))
                     self._blank = (state, logits[0])
                 job.state, job.logits = self._blank
             else:
-                job.state, job.logits = self._zero(), None
+                job.state, job.logits = self.stepper.zero_state(1), None
         ids, state, logits = job.seed_ids[done:done + CHUNK], job.state, None
         for k in range(len(ids)):
             logits, state = self.stepper.step(ids[k:k + 1], state)

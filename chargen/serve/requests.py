@@ -3,8 +3,8 @@
 Every refusal is a RequestError carrying the HTTP status and the field it is about: 400 for a
 body that is not a JSON object, 413 for one over --max-body, 422 for an unknown field, a wrong
 type, a value out of range or a seed character the model never saw. Ranges are the library's
-own (SampleConfig.validate, chargen.stops.check_stops); only the names change, from flags
-(--top-k) to fields (top_k).
+own (SampleConfig.validate, chargen.stops.check_stops), whose messages name the fields as
+they are named here (top_k).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
-from chargen.config import SampleConfig, flag
+from chargen.config import SampleConfig
 from chargen.errors import ChargenError, ConfigError
 from chargen.stops import check_stops
 from chargen.tokenizer import known_text
@@ -104,9 +104,6 @@ def parse_request(body: bytes, tokenizer, max_length: int) -> GenerateRequest:
 
 
 def _named(error: ConfigError, names: list[str]) -> RequestError:
-    """The library's "--top-k must be ..." as "top_k must be ...", with the field named."""
-    message = str(error)
-    for name in names:
-        if message.startswith(flag(name) + " "):
-            return RequestError(422, name, name + message[len(flag(name)):])
-    return RequestError(422, None, message)
+    """The library's "top_k must be ..." with the field it is about (the library names arguments as fields are)."""
+    field = next((name for name in names if name in error.arguments), None)
+    return RequestError(422, field, str(error))

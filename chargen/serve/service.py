@@ -26,9 +26,9 @@ class Service:
         stepping, priming = engines(generator)
         self.engine = engine if engine is not None else stepping
         self.sessions = Sessions(cfg.max_sessions)
-        self.batcher = Batcher(self.engine, self.tokenizer, generator.config.units, cfg.max_concurrent, cfg.block_rows,
+        self.batcher = Batcher(self.engine, self.tokenizer, cfg.max_concurrent, cfg.block_rows,
                                self.sessions, self._notify, cfg.flush_ms / 1000)
-        self.primer = Primer(priming, self.tokenizer, generator.config.units, self.batcher)
+        self.primer = Primer(priming, self.tokenizer, self.batcher)
         self.info = info or {}
         self.in_progress = 0
         self.closing = False
@@ -92,7 +92,7 @@ class Service:
 
     def model_info(self) -> dict[str, Any]:
         cfg = self.generator.config
-        return {**self.info, "cell": "lstm", "layers": len(cfg.units), "units": list(cfg.units), "embed": cfg.embed,
+        return {**self.info, "cell": cfg.cell, "layers": len(cfg.units), "units": list(cfg.units), "embed": cfg.embed,
                 "vocab_size": cfg.vocab_size, "tokenizer": self.tokenizer.kind, "engine": type(self.engine).__name__,
                 "precision": self.generator.precision,
                 "limits": {"max_length": self.cfg.max_length, "max_concurrent": self.cfg.max_concurrent,
@@ -111,8 +111,8 @@ def engines(generator) -> tuple[Any, Any]:
     """
     if generator.precision == "int8":
         return generator.stepper, generator.stepper.copy(threads=1)
-    lstm = generator.stepper.lstm
-    return Stepper(lstm), Stepper(lstm, cores=1)
+    numpy_engine = generator.stepper.engine
+    return Stepper(numpy_engine), Stepper(numpy_engine, cores=1)
 
 
 def _wake(jobs: list[Job]) -> None:

@@ -1,6 +1,6 @@
 """Saved sessions: where a generated text stopped, so that a later request can go on from there.
 
-A session is a snapshot, never changed once saved: the row's (h, c) after the last character of
+A session is a snapshot, never changed once saved: the row's state after the last character of
 the text was read, the logits over the character after it, and the position of its random
 number generator. Continuing from one saves the new end under a NEW id, so two requests that
 continue the same id are two branches of the same text, and neither can disturb the other.
@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-State = list[tuple[np.ndarray, np.ndarray]]
+State = list[tuple[np.ndarray, ...]]
 
 
 @dataclass(frozen=True)
 class Session:
-    state: State  # per layer (h, c), each (1, units)
+    state: State  # per layer its state tensors ((h, c) or (h,)), each (1, units)
     logits: np.ndarray  # (V,): the distribution of the next character, before temperature
     rng: dict[str, Any]  # numpy bit generator state (bit_generator.state)
 

@@ -42,14 +42,16 @@
     return out;
   }
 
-  /* A cell: `state` names its vectors (each `units` long) and `step(weights, units, x, state)` returns
-     {output, state} for one time step; `weights` holds its arrays by the role names of the manifest, the
-     matrices rearranged by columns (byColumns) for addVecMat. */
+  /* A cell (the manifest's layer "cell", chargen/net/<cell>.py): `state` names its vectors (each `units`
+     long), `weights` gives each array's shape by its role name in the manifest, `matrices` the roles that
+     multiply a vector (rearranged by columns, byColumns, for addVecMat; the others stay row-major), and
+     `step(weights, units, x, state)` returns {output, state} for one time step. */
   const CELLS = {
     // Keras's LSTM: z = x K + h R + b, gate blocks in the order i, f, c, o; sigmoid and tanh.
     lstm: {
       state: ["h", "c"],
       weights: { kernel: (input, u) => [input, 4 * u], recurrent_kernel: (input, u) => [u, 4 * u], bias: (input, u) => [4 * u] },
+      matrices: ["kernel", "recurrent_kernel"],
       step(w, u, x, s) {
         const z = Float64Array.from(w.bias);
         addVecMat(z, x, w.kernel);
@@ -60,6 +62,25 @@
           h[j] = sigmoid(z[3 * u + j]) * Math.tanh(c[j]);
         }
         return { output: h, state: { h, c } };
+      },
+    },
+    // Keras's GRU with reset_after=True: xp = x K + b[0], m = h R + b[1], gate blocks z, r, h;
+    // z = sigmoid(xp_z + m_z), r = sigmoid(xp_r + m_r), hh = tanh(xp_h + r m_h), h' = z h + (1 - z) hh.
+    gru: {
+      state: ["h"],
+      weights: { kernel: (input, u) => [input, 3 * u], recurrent_kernel: (input, u) => [u, 3 * u], bias: (input, u) => [2, 3 * u] },
+      matrices: ["kernel", "recurrent_kernel"],
+      step(w, u, x, s) {
+        const xp = Float64Array.from(w.bias.subarray(0, 3 * u)), m = Float64Array.from(w.bias.subarray(3 * u));
+        addVecMat(xp, x, w.kernel);
+        addVecMat(m, s.h, w.recurrent_kernel);
+        const h = new Float64Array(u);
+        for (let j = 0; j < u; j++) {
+          const z = sigmoid(xp[j] + m[j]), r = sigmoid(xp[u + j] + m[u + j]);
+          const hh = Math.tanh(xp[2 * u + j] + r * m[2 * u + j]);
+          h[j] = z * s.h[j] + (1 - z) * hh;
+        }
+        return { output: h, state: { h } };
       },
     },
   };
@@ -96,8 +117,8 @@
         for (let i = 0; i < count; i++) data[i] = view.getFloat32(4 * i, true);
         return data;
       };
-      // matrices go by columns (for addVecMat); the embedding stays a table of rows, one per token
-      const weight = (name, shape) => (shape.length === 2 ? byColumns(tensor(name, shape), ...shape) : tensor(name, shape));
+      // matrices go by columns (for addVecMat); the embedding and biases stay rows, one per token or bias
+      const matrix = (name, shape) => byColumns(tensor(name, shape), ...shape);
       this.embedding = tensor(manifest.embedding, [this.vocabSize, manifest.embed]);
       let input = manifest.embed;
       this.layers = manifest.layers.map((layer) => {
@@ -105,11 +126,11 @@
                                                Object.keys(CELLS).join(", ") + ")");
         const weights = {};
         for (const [role, shape] of Object.entries(cell.weights))
-          weights[role] = weight(layer.weights[role], shape(input, layer.units));
+          weights[role] = (cell.matrices.includes(role) ? matrix : tensor)(layer.weights[role], shape(input, layer.units));
         input = layer.units;
         return { cell, units: layer.units, weights };
       });
-      this.denseKernel = weight(manifest.output.kernel, [input, this.vocabSize]);
+      this.denseKernel = matrix(manifest.output.kernel, [input, this.vocabSize]);
       this.denseBias = tensor(manifest.output.bias, [this.vocabSize]);
     }
 

@@ -3,8 +3,10 @@
 A recurrent layer here is "project the whole window's input at once, then loop only over what
 depends on the previous step". That split, the loop plumbing (TensorArrays, tf.while_loop,
 tf.custom_gradient, XLA) and the stateful Keras layer around it are the same for every cell;
-what a cell brings is its maths for one step, forward and backward (`CellMaths`). chargen's
-FastLSTM (chargen/fastlstm.py) and FastGRU (chargen/gru.py) are the two cells using it.
+what a cell brings is its maths for one step, forward and backward (`CellMaths`), and its
+weights' shapes and initializers (chargen/net/cell.py). The stateful Keras layer around the
+loops is chargen/net/fast_layer.py: `FastRecurrent("lstm", units)` is chargen's LSTM training
+layer, `FastRecurrent("gru", units)` its GRU (each cell's `fast_layer`).
 
 Why this is faster than the stock Keras layers on a CPU (they run the cell inside a while loop
 and let autodiff differentiate it step by step):
@@ -40,14 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import keras
 import tensorflow as tf
-
-try:  # the stock RNN layer creates its state variables the same way, to keep them out of weights
-    from keras.src.utils.tracking import no_automatic_dependency_tracking as _untracked
-except ImportError:  # pragma: no cover - older/newer Keras layouts
-    def _untracked(fn):
-        return fn
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -210,90 +205,13 @@ class Recurrence:
         return out[0], tuple(out[1:])
 
 
-class StatefulRecurrent(keras.layers.Layer):
-    """A stateful recurrent layer (return_sequences=True) for a fixed batch size, stock-layer compatible.
+_RECURRENCES: dict[str, Recurrence] = {}
 
-    Subclasses name the cell and make its weights: `cell_name` (the stock cell's name, so weight
-    paths match: "gru_0/gru_cell/kernel"), `state_names` (h first), `recurrence` (a Recurrence),
-    `_make_weights(units, name)` (a sublayer with kernel, recurrent_kernel, bias) and
-    `_biases()` (the input bias and the recurrent bias or None). State lives in non-trainable
-    variables kept out of get_weights(), carried from call to call, zeroed by reset_state().
-    `jit=True` (default) XLA-compiles the time loops (each distinct sequence length compiles
-    once); `jit=False` runs them as plain TensorFlow graphs. `precision="bf16"`: the matrix
-    products in bfloat16, everything else float32 (module docstring).
-    """
 
-    stateful = True  # what chargen.model.lstm_layers() looks for
-    cell_name: str
-    state_names: tuple[str, ...]
-    recurrence: Recurrence
+def recurrence_of(cell_name: str) -> Recurrence:
+    """The Recurrence of a registered cell, made once per process (its compiled loops are reused)."""
+    if cell_name not in _RECURRENCES:
+        from chargen.net import get_cell
 
-    def __init__(self, units: int, jit: bool = True, precision: str = "fp32", **kwargs):
-        super().__init__(**kwargs)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.units = int(units)
-        self.jit = bool(jit)
-        self.precision = precision
-        self.states = None
-        self._batch_size = None
-
-    def _make_weights(self, units: int, name: str) -> keras.layers.Layer:
-        raise NotImplementedError
-
-    def _biases(self):
-        raise NotImplementedError
-
-    def build(self, input_shape):
-        batch, _, dim = input_shape
-        if batch is None:
-            raise ValueError(f"{self.name}: a stateful {type(self).__name__} needs a static batch size; "
-                             f"got input shape {tuple(input_shape)} (use keras.Input(batch_shape=...))")
-        # The weights live in a sublayer named like the stock cell, built here inside this layer's
-        # name scope, so their paths are the stock layer's, created in the same order.
-        self.cell = self._make_weights(self.units, self.cell_name)
-        self.cell.build((batch, dim))
-        self._batch_size = int(batch)
-        self._create_state_variables(int(batch))
-        self.built = True
-
-    @_untracked
-    def _create_state_variables(self, batch):
-        # Not tracked: like the stock layer's, the state is not a weight, so get_weights()
-        # stays the same for models of different batch sizes.
-        self.states = [keras.Variable(tf.zeros((batch, self.units)), trainable=False, dtype="float32", name=name)
-                       for name in self.state_names]
-
-    def reset_state(self):
-        if self.states is not None:
-            for v in self.states:
-                v.assign(tf.zeros_like(v.value))
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[1], self.units)
-
-    def call(self, inputs, training=None):
-        batch, steps, dim = inputs.shape
-        if batch != self._batch_size:
-            raise ValueError(f"{self.name}: this stateful layer was built for batch size {self._batch_size} "
-                             f"(its state has one row per batch row) but was called with batch size {batch}; "
-                             "build a model for that batch size and copy the weights")
-        width = self.recurrence.cell.gates * self.units
-        input_bias, rec_bias = self._biases()
-        x = tf.transpose(tf.convert_to_tensor(inputs, self.compute_dtype), (1, 0, 2))  # time-major (T, B, D)
-        # The input projection of the whole window in one matmul (autodiff gives dW, db, dx; in
-        # bf16 through the casts, so the variables' gradients arrive as float32).
-        low = tf.bfloat16 if self.precision == "bf16" else tf.float32
-        proj = _product(tf.reshape(x, (-1, dim)), tf.cast(tf.convert_to_tensor(self.cell.kernel), low), low)
-        xp = tf.reshape(proj + input_bias, tf.concat([tf.shape(x)[:2], [width]], 0))
-        xp.set_shape((steps, batch, width))
-        h0, *carries0 = (tf.convert_to_tensor(v) for v in self.states)
-        rec = tf.convert_to_tensor(self.cell.recurrent_kernel)
-        hs, carries_last = self.recurrence(xp, h0, tuple(carries0), rec, rec_bias, self.jit, self.precision)
-        # Carry the final state to the next call (truncated BPTT: no gradient across calls).
-        for v, value in zip(self.states, (hs[-1], *carries_last)):
-            v.assign(value)
-        return tf.transpose(hs, (1, 0, 2))
-
-    def get_config(self):
-        return {**super().get_config(), "units": self.units, "jit": self.jit, "precision": self.precision}
+        _RECURRENCES[cell_name] = Recurrence(get_cell(cell_name).maths())
+    return _RECURRENCES[cell_name]
