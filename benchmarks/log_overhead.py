@@ -24,9 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# the shared corpora sit beside the checkout (or beside the folder of worktrees)
-CORPUS = next((d / "shared" / "corpora" / "tinyshakespeare.txt" for d in ROOT.parents
-               if (d / "shared" / "corpora" / "tinyshakespeare.txt").exists()), ROOT.parent / "shared" / "corpora")
+CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"  # shipped with chargen
 MODES = {"quiet": dict(progress=False), "lines": dict(log_every=60.0), "every": dict(log_every=0.0),
          "json": dict(log_every=0.0, log_format="json")}
 
