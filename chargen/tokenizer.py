@@ -32,7 +32,7 @@ def build_tokenizer(kind: str, text: str, bpe_vocab: int | None = None) -> Token
         return CharTokenizer.from_text(text)
     if kind == "bpe":
         return BpeTokenizer.train(text, DEFAULT_VOCAB if bpe_vocab is None else bpe_vocab)
-    raise ConfigError(f"--tokenizer must be one of {', '.join(KINDS)}, got {kind!r}")
+    raise ConfigError(f"tokenizer must be one of {', '.join(KINDS)}, got {kind!r}", arguments=("tokenizer",))
 
 
 def tokenizer_from_str(data: str, where: str = "tokenizer.json") -> Tokenizer:

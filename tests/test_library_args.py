@@ -106,3 +106,9 @@ def test_sampling_options_travel_whole_or_one_by_one_not_both(trained_run):
         gen.stream_many("the ", 2, sample={"length": 3})
     with pytest.raises(ConfigError, match="top_p must be in"):
         gen.stream("the ", sample=SampleConfig(top_p=0))
+
+
+def test_an_unknown_export_format_names_the_argument_not_the_flag(trained_run, tmp_path):
+    with pytest.raises(ConfigError, match=r"^format must be one of .*got 'zip'") as caught:
+        chargen.export(trained_run.run_dir, out=tmp_path / "out", format="zip")
+    assert caught.value.arguments == ("format",) and not (tmp_path / "out").exists()

@@ -49,7 +49,7 @@ def export(checkpoint: str | os.PathLike[str] | None = None, out: str | os.PathL
     `overwrite`, and even then only a previous export (or an empty folder) is replaced.
     """
     if format not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(map(repr, FORMATS))}, got {format!r}")
+        raise ConfigError(f"format must be one of {', '.join(map(repr, FORMATS))}, got {format!r}", arguments=("format",))
     ckpt.check_which(which)
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a folder (str or os.PathLike) or None, got {type(out).__name__}")
