@@ -52,8 +52,8 @@ class ModelConfig:
     vocab_size: int = _opt(0, "number of distinct tokens (set from the corpus)", cli=False)
     embed: int = _opt(64, "embedding size")
     # 2x512 from benchmarks/shakespeare.py (docs/benchmarks.md): with bf16 products (--precision auto on this
-    # CPU) it trains ~2-3x faster than fp32, so 10 minutes on 2 cores hold ~4.5 epochs: 1.440 nats after 2,200
-    # steps, where 2x448 in fp32 reached 1.488 after its 3 epochs.
+    # CPU) 10 minutes on 2 idle cores hold ~5.8 epochs of tinyshakespeare and reach 1.443 nats, where 2x448 in
+    # fp32 reached 1.488 after its 3 epochs.
     units: tuple[int, ...] = _opt((512, 512), "units per recurrent layer, e.g. 512,256 (or one number with --layers)")
     dropout: float = _opt(0.0, "dropout after each recurrent layer, in [0, 1)")
     # A config.json written before cells were a choice has no "cell": it means lstm, the default.
