@@ -51,16 +51,11 @@ class TermAndHupStop:
     instead of killing the process; the previous handlers come back on exit (main() may be called in a program)."""
 
     def __enter__(self) -> "TermAndHupStop":
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                if _ours(signal.getsignal(sig)):
-                    self.previous[sig] = signal.signal(sig, stop_now)
+        self.previous = _install((signal.SIGTERM, signal.SIGHUP), stop_now)
         return self
 
     def __exit__(self, *exc: object) -> bool:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+        _restore(self.previous)
         return False
 
 
@@ -86,15 +81,26 @@ class StopOnSignal:
         self.previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopOnSignal":
-        if threading.current_thread() is threading.main_thread():
-            handler = _FirstSignal(self)
-            for sig in STOP_SIGNALS:
-                if _ours(signal.getsignal(sig)):
-                    self.previous[sig] = signal.signal(sig, handler)
+        self.previous = _install(STOP_SIGNALS, _FirstSignal(self))
         return self
 
     def __exit__(self, *exc: object) -> bool:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous.clear()
+        _restore(self.previous)
+        self.previous = {}
         return False
+
+
+def _install(signals: tuple[int, ...], handler: object) -> dict[int, object]:
+    """Set `handler` for each of `signals` that is ours to take (see _ours), in the main thread only (Python
+    delivers signals there); returns the handlers it replaced, for _restore."""
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in signals:
+            if _ours(signal.getsignal(sig)):
+                previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _restore(previous: dict[int, object]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
