@@ -1,3 +1,4 @@
+import functools
 import os
 import signal
 import sys
@@ -45,15 +46,12 @@ def trained_runs(tmp_path_factory, small_text):
     that only read it."""
     import chargen
 
-    made = {}
-
+    @functools.cache
     def run(cell: str):
-        if cell not in made:
-            d = tmp_path_factory.mktemp(f"run-{cell}")
-            book = d / "book.txt"
-            book.write_text(small_text, encoding="utf-8")
-            made[cell] = chargen.train(book, root=d / "checkpoints", epochs=2, seed=3, progress=False, cell=cell, **TINY)
-        return made[cell]
+        d = tmp_path_factory.mktemp(f"run-{cell}")
+        book = d / "book.txt"
+        book.write_text(small_text, encoding="utf-8")
+        return chargen.train(book, root=d / "checkpoints", epochs=2, seed=3, progress=False, cell=cell, **TINY)
     return run
 
 

@@ -1,6 +1,8 @@
 """The web export in a real headless Chromium: its probabilities against chargen's numpy engine, the page's
 controls, the page opened as a file, a BPE vocabulary, and the engine's sampling against chargen's."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -18,13 +20,9 @@ STEPS = 200
 @pytest.fixture(scope="module")
 def sites(trained_runs, tmp_path_factory):
     """site(cell) -> the web export of that cell's tiny trained run (its best snapshot), made once."""
-    made = {}
-
+    @functools.cache
     def site(cell):
-        if cell not in made:
-            made[cell] = chargen.export(trained_runs(cell).run_dir, out=tmp_path_factory.mktemp("web") / "site",
-                                        format="web")
-        return made[cell]
+        return chargen.export(trained_runs(cell).run_dir, out=tmp_path_factory.mktemp("web") / "site", format="web")
     return site
 
 
