@@ -11,14 +11,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
 # A shell starts a background job (`python -m pytest &`, a CI step run that way) with SIGINT ignored, and an
 # ignored signal stays ignored in every child process (chargen keeps it so, as nohup means it). The tests that
 # press Ctrl-C on a real chargen process need it at its default: Python's own handler here, SIG_DFL after exec.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
